@@ -1,0 +1,27 @@
+"""The one example schema every reader produces and every part of lcia consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction-following example.
+
+    ``instruction`` is what grouping and routing compare (the task's instruction, shared by many
+    examples); ``input`` is the instance. ``output`` is the training target and ``references`` every
+    answer a scorer accepts (``output`` first). ``messages`` keeps a conversation's earlier turns when
+    a reader got one (TRL conversational format): the prompt is then those messages verbatim.
+    """
+
+    instruction: str
+    input: str
+    output: str
+    references: tuple[str, ...] = ()
+    id: str = ""
+    messages: tuple[dict, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        if not self.references:
+            object.__setattr__(self, "references", (self.output,))
