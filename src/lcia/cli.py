@@ -1,0 +1,102 @@
+"""``lcia run | eval | metrics``: parses arguments and calls the library (no logic lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
+
+from rich.console import Console  # noqa: E402
+
+from lcia.errors import LciaError  # noqa: E402
+
+console = Console()
+
+
+def _cmd_run(args) -> None:
+    from lcia.config import load_config
+    from lcia.reporting.tables import matrix_table, metrics_table
+    from lcia.runner import run
+    from lcia.run_dir import RunDir
+
+    cfg = load_config(args.config, args.set)
+    console.print(f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}")
+    result = run(cfg, overwrite=args.overwrite, progress=not args.quiet, log=console.print)
+    results = RunDir(result.run_dir).read_json("results.json")
+    console.print(matrix_table(results))
+    console.print(metrics_table(results["metrics"], results.get("intervals")))
+    console.print(f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)")
+
+
+def _cmd_metrics(args) -> None:
+    import json
+
+    from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
+    from lcia.reporting.tables import matrix_table, metrics_table
+    from lcia.run_dir import RunDir
+
+    run_dir = RunDir(args.run_dir)
+    results = run_dir.read_json("results.json")
+    metrics = compute_metrics(results["matrix"])
+    intervals = None
+    if args.bootstrap:
+        scores = run_dir.per_example_scores(results["tasks"], len(results["matrix"]))
+        intervals = bootstrap_metrics(scores, n_resamples=args.bootstrap, seed=0)
+    if args.json:
+        print(json.dumps({"metrics": metrics, "intervals": intervals}, indent=2))
+        return
+    console.print(matrix_table(results))
+    console.print(metrics_table(metrics, intervals))
+
+
+def _cmd_eval(args) -> None:
+    from lcia.evaluate import evaluate_run
+
+    scores = evaluate_run(args.run_dir, stage=args.stage, stream=args.stream, progress=not args.quiet)
+    for task, score in scores.items():
+        console.print(f"{task}: {score:.3f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lcia", description="Continual instruction tuning with the full evaluation grid.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train a stream of tasks and evaluate the (T+1) x T grid")
+    p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. training.steps=60")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval", help="evaluate a run's saved adapter on a stream's test sets")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", type=int, default=None, help="adapter after this stage (default: the last)")
+    p.add_argument("--stream", default=None, help="another stream to evaluate on (default: the run's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("metrics", help="print a run's matrix and metrics")
+    p.add_argument("run_dir")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for confidence intervals (0: none)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=_cmd_metrics)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LciaError as err:
+        print(f"lcia: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lcia: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

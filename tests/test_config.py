@@ -1,0 +1,48 @@
+import pytest
+
+from lcia.config import RunConfig, load_config
+from lcia.errors import LciaError
+
+
+def test_defaults_are_the_demo():
+    cfg = RunConfig()
+    assert cfg.stream == "ni-cit-small" and cfg.method.name == "seq-lora"
+    assert cfg.run_dir() == "runs/ni-cit-small-seq-lora-seed0"
+
+
+def test_overrides_parse_yaml_scalars(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  steps: 10\nmethod:\n  name: multitask\n")
+    cfg = load_config(str(path), ["training.lr=5e-4", "lora.target_modules=[q_proj, k_proj]", "seed=3"])
+    assert cfg.training.steps == 10 and cfg.training.lr == 5e-4
+    assert cfg.lora.target_modules == ["q_proj", "k_proj"] and cfg.seed == 3 and cfg.method.name == "multitask"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("training:\n  steps: 10\n  lrr: 0.1\n", "run.yaml:3: training.lrr: Extra inputs are not permitted"),
+        ("seed: 1\ntraining:\n  steps: -2\n", "run.yaml:3: training.steps: Input should be greater than 0"),
+        ("method:\n  name: sgd\n", "run.yaml:2: method.name: Value error, unknown method 'sgd'"),
+        ("training: [1, 2\n", "run.yaml:2: invalid YAML"),
+    ],
+)
+def test_bad_config_names_file_line_and_field(tmp_path, text, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(LciaError) as err:
+        load_config(str(path))
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_override_names_the_key():
+    with pytest.raises(LciaError, match=r"^--set: training\.batch_size: Input should be greater than 0"):
+        load_config(None, ["training.batch_size=0"])
+    with pytest.raises(LciaError, match="expected key=value"):
+        load_config(None, ["training.steps"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(LciaError, match="nope.yaml: file not found"):
+        load_config(str(tmp_path / "nope.yaml"))

@@ -1,0 +1,113 @@
+import json
+import subprocess
+import sys
+
+from peft import PeftModel
+
+from lcia.evaluation.metrics import compute_metrics
+from lcia.runner import run
+from lcia.run_dir import RunDir
+
+
+def test_run_writes_a_complete_grid_and_everything_to_trust_it(tiny_config):
+    result = run(tiny_config, progress=False, log=lambda *_: None)
+    out = RunDir(result.run_dir)
+    results = out.read_json("results.json")
+    assert results["tasks"] == ["colors", "echo"] and results["stages"] == [["colors"], ["echo"]]
+    assert len(results["matrix"]) == 3 and all(len(row) == 2 for row in results["matrix"])
+    assert results["metrics"] == compute_metrics(results["matrix"])
+    assert set(results["intervals"]) == set(results["metrics"])
+    predictions = out.read_jsonl("predictions.jsonl")
+    assert len(predictions) == 3 * 2 * 6 and {"prediction", "references", "score", "id"} <= set(predictions[0])
+    for row in range(3):  # each cell's score is the mean of its per-example scores
+        for col, task in enumerate(results["tasks"]):
+            s = [p["score"] for p in predictions if p["row"] == row and p["task"] == task]
+            assert abs(sum(s) / len(s) - results["matrix"][row][col]) < 1e-4
+    manifest = out.read_json("manifest.json")
+    assert manifest["seed"] == 0 and manifest["packages"]["torch"] and len(manifest["timings"]["stages"]) == 2
+    assert (result.run_dir / "config.yaml").exists()
+    assert len(out.read_jsonl("train_log.jsonl")) == 2 * 4
+    for stage in (1, 2):
+        adapter = out.adapter_dir(stage)
+        assert (adapter / "adapter_model.safetensors").exists() and (adapter / "adapter_config.json").exists()
+
+
+def test_same_seed_same_matrix(tiny_config, tmp_path):
+    first = run(tiny_config, progress=False, log=lambda *_: None)
+    second = run(tiny_config.model_copy(update={"output_dir": str(tmp_path / "again")}), progress=False, log=lambda *_: None)
+    assert first.matrix == second.matrix
+    a = [p["prediction"] for p in RunDir(first.run_dir).read_jsonl("predictions.jsonl")]
+    b = [p["prediction"] for p in RunDir(second.run_dir).read_jsonl("predictions.jsonl")]
+    assert a == b
+
+
+def test_zero_shot_repeats_row_zero_and_multitask_is_one_stage(tiny_config, tmp_path):
+    zero = tiny_config.model_copy(update={"output_dir": str(tmp_path / "zero")})
+    zero.method.name = "zero-shot"
+    result = run(zero, progress=False, log=lambda *_: None)
+    assert result.matrix[0] == result.matrix[1] == result.matrix[2]
+    assert not (result.run_dir / "adapters").exists()
+
+    joint = tiny_config.model_copy(update={"output_dir": str(tmp_path / "joint")}, deep=True)
+    joint.method.name = "multitask"
+    result = run(joint, progress=False, log=lambda *_: None)
+    assert len(result.matrix) == 2 and result.metrics["BWT"] is None and result.metrics["Avg.ACC"] is not None
+    assert len(RunDir(result.run_dir).read_jsonl("train_log.jsonl")) == 8  # steps x tasks in one stage
+
+
+def test_saved_adapter_loads_in_plain_peft(tiny_config, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    result = run(tiny_config, progress=False, log=lambda *_: None)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(RunDir(result.run_dir).adapter_dir(2)))
+    weights = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert any(torch.count_nonzero(w) for w in weights), "the trained adapter was saved"
+
+
+def test_refuses_to_overwrite_a_run(tiny_config):
+    import pytest
+
+    from lcia.errors import LciaError
+
+    run(tiny_config, progress=False, log=lambda *_: None)
+    with pytest.raises(LciaError, match="--overwrite"):
+        run(tiny_config, progress=False, log=lambda *_: None)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lcia", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_run_metrics_and_eval(tiny_config, tmp_path):
+    from lcia.config import RunConfig
+
+    cfg_path = tmp_path / "run.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    done = _cli("run", str(cfg_path), "--quiet", "--set", f"output_dir={tmp_path / 'cli'}")
+    assert done.returncode == 0, done.stderr
+    assert "Avg.ACC" in done.stdout and "BWT" in done.stdout
+    metrics = _cli("metrics", str(tmp_path / "cli"), "--json")
+    assert metrics.returncode == 0, metrics.stderr
+    stored = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert json.loads(metrics.stdout)["metrics"] == stored["metrics"]
+    evaluated = _cli("eval", str(tmp_path / "cli"), "--stage", "2", "--quiet")
+    assert evaluated.returncode == 0, evaluated.stderr
+    saved = json.loads((tmp_path / "cli" / "eval" / "stage-2.json").read_text())
+    assert saved["scores"] == {t: stored["matrix"][2][i] for i, t in enumerate(stored["tasks"])}
+    assert RunConfig  # the config round-trips through YAML
+
+
+def test_cli_bad_input_is_one_line_and_non_zero(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a" "output": "b"}\n')
+    (tmp_path / "s.yaml").write_text("- name: x\n  train: d.jsonl\n")
+    done = _cli("run", "--set", f"stream={tmp_path / 's.yaml'}", "--set", f"output_dir={tmp_path / 'r'}")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "d.jsonl:2: malformed JSON" in lines[0]
+    assert not (tmp_path / "r").exists(), "nothing is written before the stream validates"
+    (tmp_path / "s.yaml").write_text("- add2\n- add7\n")
+    done = _cli("run", "--set", f"stream={tmp_path / 's.yaml'}")
+    assert done.returncode == 2 and "s.yaml:2: tasks[1]: unknown task 'add7'" in done.stderr

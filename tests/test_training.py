@@ -1,0 +1,71 @@
+import torch
+from accelerate import Accelerator
+
+from lcia.config import TrainingConfig
+from lcia.data.schema import Example
+from lcia.data.tasks import Task
+from lcia.methods.base import Method
+from lcia.models.loading import load_base_model, load_tokenizer
+from lcia.models.lora import add_lora, lora_config
+from lcia.training.loop import length_grouped_batches, train_stage
+
+
+class Recorder(Method):
+    """Counts hook calls and checks the gradient is there when after_backward runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def before_task(self, ctx):
+        self.calls.append("before_task")
+
+    def after_backward(self, ctx):
+        assert all(p.grad is not None for p in ctx.model.parameters() if p.requires_grad)
+        self.calls.append("after_backward")
+
+    def after_optimizer_step(self, ctx):
+        self.calls.append("after_optimizer_step")
+
+    def after_task(self, ctx):
+        self.calls.append("after_task")
+
+
+def _setup(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    model = add_lora(load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
+    return tok, model, Task("colors", examples, examples[:2]), examples
+
+
+def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_model_dir):
+    tok, model, task, examples = _setup(tiny_model_dir)
+    method = Recorder()
+    logged = []
+    stats = train_stage(model, tok, method, [task], examples, stage=1, steps=3,
+                        cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2), seed=0,
+                        accelerator=Accelerator(), on_step=logged.append, progress=False)
+    assert method.calls == ["before_task"] + ["after_backward", "after_optimizer_step"] * 3 + ["after_task"]
+    assert [r["step"] for r in logged] == [1, 2, 3] and stats["steps"] == 3
+    assert stats["tokens"] > 0 and stats["examples"] == 16
+
+
+def test_training_learns_and_touches_only_lora(tiny_model_dir):
+    tok, model, task, examples = _setup(tiny_model_dir)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    logged = []
+    train_stage(model, tok, Method(), [task], examples, stage=1, steps=30,
+                cfg=TrainingConfig(batch_size=8, lr=3e-2), seed=0, accelerator=Accelerator(),
+                on_step=logged.append, progress=False)
+    assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_length_grouped_batches_cover_every_example_once():
+    lengths = [5, 50, 7, 49, 6, 51, 8, 48, 3]
+    batches = length_grouped_batches(lengths, 2, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(9))
+    assert all(len(b) <= 2 for b in batches)
+    again = length_grouped_batches(lengths, 2, torch.Generator().manual_seed(0))
+    assert batches == again
