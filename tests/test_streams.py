@@ -18,21 +18,36 @@ def test_builtin_streams_load_with_deterministic_splits():
         assert len(a.test) <= 40 and a.train
 
 
-def test_balanced_tasks_have_a_half_majority_baseline():
+def test_balanced_tasks_have_a_uniform_majority_baseline():
     tasks = {t.name: t for t in load_stream("ni-cit", test_size=100, train_size=None, split_seed=0)}
-    for name in ("mctaco-span", "mctaco-grammar", "mctaco-presence"):
-        assert tasks[name].majority_baseline() == 0.5
-        assert {e.output for e in tasks[name].test} == {"Yes.", "No."}
+    assert tasks["parentheses"].majority_baseline() == 0.5
+    assert {e.output for e in tasks["parentheses"].test} == {"Valid", "Invalid"}
+    assert tasks["sentiment"].majority_baseline() == 0.25
+    for name in ("parentheses", "sentiment"):  # training is balanced too
+        labels = [e.output for e in tasks[name].train]
+        assert len({labels.count(label) for label in set(labels)}) == 1
 
 
-def test_short_instruction_keeps_the_prompt_sentence():
-    (task,) = [t for t in load_stream("ni-cit", 10, None, 0) if t.name == "science-mc"]
-    assert task.instructions == [task.instructions[0]] and task.instructions[0].startswith("Please indicate the correct answer")
+def test_families_share_one_instruction_and_inputs_say_what_is_asked():
+    tasks = {t.name: t for t in load_stream("ni-cit", 10, None, 0)}
+    assert tasks["plural"].instructions == tasks["past-tense"].instructions
+    assert tasks["qasc-overlap"].instructions == tasks["qasc-answer"].instructions
+    assert tasks["plural"].test[0].input.startswith("This is a ") and tasks["past-tense"].test[0].input.startswith("Today I ")
+    assert len({t.instructions[0] for t in tasks.values()}) == 6  # 8 tasks, two pairs share
+
+
+def test_short_instruction_keeps_the_prompt_sentence(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "- name: science\n  bigbench: natural_instructions/subtask047_misc_answering_science_questions/task.json\n"
+        "  short_instruction: true\n  scorer: mc\n"
+    )
+    (task,) = load_stream(str(tmp_path / "s.yaml"), 10, None, 0)
+    assert len(task.instructions) == 1 and task.instructions[0].startswith("Please indicate the correct answer")
 
 
 def test_train_size_caps_training_examples():
     tasks = load_stream("ni-cit-small", test_size=10, train_size=25, split_seed=0)
-    assert all(len(t.train) == 25 for t in tasks)
+    assert all(len(t.train) == 25 and len(t.test) == 10 for t in tasks)
 
 
 def test_user_stream_mixes_builtin_and_files(stream_file):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
+# PEFT calls a transformers API that warns of its own deprecation on every adapter: noise for users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 from rich.console import Console  # noqa: E402
 
@@ -23,7 +26,7 @@ def _cmd_run(args) -> None:
 
     cfg = load_config(args.config, args.set)
     console.print(f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}")
-    result = run(cfg, overwrite=args.overwrite, progress=not args.quiet, log=console.print)
+    result = run(cfg, overwrite=args.overwrite, progress=not args.quiet, log=lambda line: console.print(line, soft_wrap=True))
     results = RunDir(result.run_dir).read_json("results.json")
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         args.func(args)
     except LciaError as err:
