@@ -2,6 +2,7 @@ import torch
 from accelerate import Accelerator
 
 from lcia.config import TrainingConfig
+from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods.base import Method
@@ -35,7 +36,7 @@ def _setup(tiny_model_dir):
     tok = load_tokenizer(tiny_model_dir)
     model = add_lora(load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
-    return tok, model, Task("colors", examples, examples[:2]), examples
+    return tok, model, Task("colors", examples, examples[:2]), [encode_for_training(tok, ex, 64) for ex in examples]
 
 
 def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_model_dir):

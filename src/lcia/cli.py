@@ -13,7 +13,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 from rich.console import Console  # noqa: E402
 
-from lcia.errors import LciaError  # noqa: E402
+from lcia.errors import Interrupted, LciaError  # noqa: E402
 
 console = Console()
 
@@ -24,9 +24,15 @@ def _cmd_run(args) -> None:
     from lcia.runner import run
     from lcia.run_dir import RunDir
 
-    cfg = load_config(args.config, args.set)
-    console.print(f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}")
-    result = run(cfg, overwrite=args.overwrite, progress=not args.quiet, log=lambda line: console.print(line, soft_wrap=True))
+    if args.resume:
+        if args.config or args.set or args.overwrite:
+            raise LciaError("--resume takes the run directory's own config.yaml: give no CONFIG, --set or --overwrite")
+        cfg = load_config(os.path.join(args.resume, "config.yaml"), [f"output_dir={args.resume}"])
+    else:
+        cfg = load_config(args.config, args.set)
+    console.print(f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}", soft_wrap=True)
+    result = run(cfg, overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
+                 log=lambda line: console.print(line, soft_wrap=True, markup=False))
     results = RunDir(result.run_dir).read_json("results.json")
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. training.steps=60")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     try:
         args.func(args)
+    except Interrupted as err:
+        print(f"lcia: {err}", file=sys.stderr)
+        return 130
     except LciaError as err:
         print(f"lcia: error: {err}", file=sys.stderr)
         return 2

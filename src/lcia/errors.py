@@ -18,3 +18,7 @@ def input_error(message: str, file: str | None = None, line: int | None = None, 
     if field:
         where += f"{field}: "
     return LciaError(where + message)
+
+
+class Interrupted(LciaError):
+    """SIGINT or SIGTERM arrived: the run saved a checkpoint and stopped; ``lcia run --resume`` continues it."""

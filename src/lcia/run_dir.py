@@ -6,13 +6,18 @@
     predictions.jsonl    one line per (row, task, test example): prediction, references, score
     train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
     adapters/stage-K/    the PEFT adapter after stage K (adapter_config.json + safetensors)
+    checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
+    .lock                held by the process writing the run
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -34,12 +39,30 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def create(self, overwrite: bool = False) -> None:
-        if (self.path / "results.json").exists() and not overwrite:
-            raise LciaError(f"{self.path}: holds a finished or started run; choose another output_dir or pass --overwrite")
+    @contextmanager
+    def lock(self):
+        """Hold an exclusive lock on the run directory: a second process writing the same run is refused."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in ("predictions.jsonl", "train_log.jsonl"):
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise LciaError(f"{self.path}: in use by another lcia process (pid {handle.read().strip() or '?'})") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+
+    def create(self, overwrite: bool = False) -> None:
+        """Start a fresh run here: refuse to replace a run unless asked, then clear what a previous one left."""
+        if (self.path / "manifest.json").exists() and not overwrite:
+            raise LciaError(f"{self.path}: holds a run; resume it with --resume, choose another output_dir or pass --overwrite")
+        for name in ("predictions.jsonl", "train_log.jsonl", "results.json"):
             (self.path / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "adapters", "eval"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
 
     def write_json(self, name: str, data) -> None:
         write_atomic(self.path / name, json.dumps(data, indent=2) + "\n")
@@ -68,8 +91,16 @@ class RunDir:
         ])
 
     def read_jsonl(self, name: str) -> list[dict]:
+        # A crash can leave a last line half written: it is not a record.
+        records = []
         with open(self.path / name, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle]
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if line.endswith("\n"):
+                        raise
+        return records
 
     def per_example_scores(self, tasks: list[str], rows: int) -> list[list[list[float]]]:
         """``scores[row][task]``: per-example scores, in test order, from predictions.jsonl."""
@@ -78,6 +109,25 @@ class RunDir:
         for record in self.read_jsonl("predictions.jsonl"):
             scores[record["row"]][column[record["task"]]].append(record["score"])
         return scores
+
+    def rewrite_jsonl(self, name: str, keep) -> None:
+        """Keep the lines of ``name`` for which ``keep(record)`` holds (atomically)."""
+        if (self.path / name).exists():
+            kept = [r for r in self.read_jsonl(name) if keep(r)]
+            write_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def keep_rows(self, rows: int) -> None:
+        """Drop predictions of rows past the last one recorded in results.json (a row cut short by a crash)."""
+        self.rewrite_jsonl("predictions.jsonl", lambda r: r["row"] < rows)
+
+    def keep_train_log(self, checkpoint: dict | None) -> None:
+        """Drop training-log lines past the checkpoint a resumed run continues from."""
+        reached = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
+        self.rewrite_jsonl("train_log.jsonl", lambda r: (r["stage"], r["step"]) <= reached)
+
+    def repeat_row(self, row: int) -> None:
+        """Row ``row`` of a method that never trains: the previous row's predictions, unchanged."""
+        self.append("predictions.jsonl", [{**r, "row": row} for r in self.read_jsonl("predictions.jsonl") if r["row"] == row - 1])
 
     def adapter_dir(self, stage: int) -> Path:
         return self.path / "adapters" / f"stage-{stage}"

@@ -1,16 +1,20 @@
-"""The stream as a sequence of (stage, task) cells: train a stage, save its adapter, evaluate every task.
+"""The stream as a sequence of cells: row 0, then for each stage: train, checkpoint, evaluate.
 
     row 0                 evaluate the untrained model on every task
-    for each stage k:     train (method hooks around the loop) -> save adapter -> evaluate every task (row k)
-    at the end            metrics with bootstrap intervals -> results.json, summary table
+    for each stage k:     train (method hooks around the loop) -> checkpoint + adapter -> row k
+    at the end            metrics with bootstrap intervals -> results.json
 
 Every task is evaluated in every row, future tasks included, so the matrix is complete. All data is
-read and validated before the model is loaded, so bad input fails in seconds, not hours in.
+read, validated and tokenised before the model is loaded, so bad input fails in seconds, not hours in.
+``resume=True`` continues a stopped run from its last checkpoint and the rows already in results.json;
+the finished matrix equals that of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,13 @@ import torch
 from accelerate import Accelerator
 from transformers import set_seed
 
+from lcia.checkpoint import Checkpoints
 from lcia.config import RunConfig
+from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream
 from lcia.data.tasks import Task
-from lcia.evaluation.grid import Cell, evaluate_task
+from lcia.errors import Interrupted
+from lcia.evaluation.grid import evaluate_task
 from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
@@ -50,74 +57,120 @@ def results_record(tasks: list[Task], stages: list[list[Task]], matrix: list[lis
     }
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, log=print) -> RunResult:
+@contextmanager
+def stop_on_signals():
+    """SIGINT / SIGTERM set a flag that the loops check at safe points (after a step, between tasks)."""
+    received: list[int] = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print) -> RunResult:
+    try:
+        return _run(cfg, overwrite=overwrite, resume=resume, progress=progress, log=log)
+    except Interrupted as err:
+        raise Interrupted(f"{err}; continue with: lcia run --resume {cfg.run_dir()}") from None
+
+
+def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) -> RunResult:
     started = time.perf_counter()
     out = RunDir(cfg.run_dir())
     tasks = load_stream(cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed)
     method = build_method(cfg.method.name, cfg.method.params)
-    out.create(overwrite)
-    out.write_config(cfg.model_dump(mode="json"))
-    record = manifest(cfg.seed)
-    record["timings"] = {"stages": [], "rows": []}
-    out.write_json("manifest.json", record)
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.training.precision == "bf16" else "no")
     tokenizer = load_tokenizer(cfg.model.name_or_path)
-    model = load_base_model(cfg.model.name_or_path, cfg.model.dtype)
-    lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    model = method.setup(model, lora).to(accelerator.device)
-    model.eval()
+    encoded = {ex: encode_for_training(tokenizer, ex, cfg.training.max_length) for task in tasks for ex in task.train}
+    for task in tasks:
+        cut = sum(encoded[ex].truncated for ex in task.train)
+        if cut:
+            log(f"warning: task {task.name}: {cut} of {len(task.train)} training examples exceed training.max_length "
+                f"({cfg.training.max_length} tokens): their prompts keep head and tail")
 
-    stages = method.stages(tasks)
-    matrix: list[list[float]] = []
-
-    def evaluate_row(row: int) -> None:
-        t0 = time.perf_counter()
-        cells: list[Cell] = []
-        for task in tasks:
-            cell = evaluate_task(model, tokenizer, task, row, route=method.route,
-                                 batch_size=cfg.evaluation.batch_size, max_length=cfg.evaluation.max_length, progress=progress)
-            out.append_cell(cell, [ex.id for ex in task.test], [ex.references for ex in task.test])
-            cells.append(cell)
-        matrix.append([round(c.score, 4) for c in cells])
-        record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
-        out.write_json("results.json", results_record(tasks, stages, matrix))
+    with out.lock():
+        if resume:
+            record = out.read_json("manifest.json")
+            matrix = out.read_json("results.json")["matrix"] if (out.path / "results.json").exists() else []
+            out.keep_rows(len(matrix))
+        else:
+            out.create(overwrite)
+            out.write_config(cfg.model_dump(mode="json"))
+            record = manifest(cfg.seed)
+            record["timings"] = {"stages": [], "rows": []}
+            matrix = []
         out.write_json("manifest.json", record)
-        log(f"row {row}: " + "  ".join(f"{c.task}={c.score:.3f}" for c in cells))
+        checkpoints = Checkpoints(out.path)
+        latest = checkpoints.latest() if resume else None
+        if resume:
+            out.keep_train_log(latest)
+            log(f"resuming {out.path}: {len(matrix)} rows done, " + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint"))
 
-    evaluate_row(0)
-    for stage, stage_tasks in enumerate(stages, start=1):
-        if method.capabilities.trains:
-            stats = train_stage(
-                model, tokenizer, method, stage_tasks, method.train_examples(stage_tasks),
-                stage=stage, steps=cfg.training.steps * len(stage_tasks), cfg=cfg.training, seed=cfg.seed,
-                accelerator=accelerator, on_step=lambda r: out.append("train_log.jsonl", [r]), progress=progress,
-            )
-            model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
-            record["timings"]["stages"].append({"stage": stage, "tasks": [t.name for t in stage_tasks], **stats})
-            log(f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {stats['steps']} steps in {stats['seconds']:.0f}s, "
-                f"final loss {stats['final_loss']:.3f}")
-            evaluate_row(stage)
-        else:  # the model did not change: greedy decoding gives row 0 again
-            _repeat_row(out, tasks, matrix, stage)
-            out.write_json("results.json", results_record(tasks, stages, matrix))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        set_seed(cfg.seed)
+        accelerator = Accelerator(mixed_precision="bf16" if cfg.training.precision == "bf16" else "no")
+        model = load_base_model(cfg.model.name_or_path, cfg.model.dtype)
+        lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        model = method.setup(model, lora).to(accelerator.device)
+        model.eval()
+        stages = method.stages(tasks)
 
-    results = results_record(tasks, stages, matrix)
-    results["metrics"] = compute_metrics(matrix)
-    if cfg.evaluation.bootstrap:
-        scores = out.per_example_scores(results["tasks"], len(matrix))
-        results["intervals"] = bootstrap_metrics(scores, n_resamples=cfg.evaluation.bootstrap, seed=cfg.seed)
-    out.write_json("results.json", results)
-    record["timings"]["total_seconds"] = round(time.perf_counter() - started, 2)
-    out.write_json("manifest.json", record)
+        with stop_on_signals() as should_stop:
+
+            def evaluate_row(row: int) -> None:
+                t0, scores = time.perf_counter(), []
+                for task in tasks:
+                    if should_stop():
+                        raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
+                    cell = evaluate_task(model, tokenizer, task, row, route=method.route, batch_size=cfg.evaluation.batch_size,
+                                         max_length=cfg.evaluation.max_length, progress=progress)
+                    out.append_cell(cell, [ex.id for ex in task.test], [ex.references for ex in task.test])
+                    scores.append(round(cell.score, 4))
+                matrix.append(scores)
+                record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
+                out.write_json("results.json", results_record(tasks, stages, matrix))
+                out.write_json("manifest.json", record)
+                log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(tasks, scores)))
+
+            if latest is not None and latest["step"] == latest["steps"]:  # a finished stage: weights and method state
+                checkpoints.restore(latest, model, method)
+            if not matrix:
+                evaluate_row(0)
+            for stage, stage_tasks in enumerate(stages, start=1):
+                done = latest is not None and (stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"]))
+                if method.capabilities.trains and not done:
+                    mid_stage = latest if latest is not None and latest["stage"] == stage else None
+                    examples = method.train_examples(stage_tasks)
+                    features = [encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length) for ex in examples]
+                    stats = train_stage(
+                        model, tokenizer, method, stage_tasks, features, stage=stage, steps=cfg.training.steps * len(stage_tasks), cfg=cfg.training, seed=cfg.seed,
+                        accelerator=accelerator, checkpoints=checkpoints, resume=mid_stage, should_stop=should_stop,
+                        on_step=lambda r: out.append("train_log.jsonl", [r]), progress=progress,
+                    )
+                    steps = cfg.training.steps * len(stage_tasks)
+                    checkpoints.save({"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]}, model, method)
+                    model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
+                    record["timings"]["stages"].append({"stage": stage, "tasks": [t.name for t in stage_tasks], **stats})
+                    log(f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {stats['steps'] - stats['resumed_at_step']} steps "
+                        f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}")
+                if len(matrix) > stage:
+                    continue
+                if method.capabilities.trains:
+                    evaluate_row(stage)
+                else:  # the model did not change: greedy decoding gives row 0 again
+                    out.repeat_row(stage)
+                    matrix.append(list(matrix[stage - 1]))
+                    out.write_json("results.json", results_record(tasks, stages, matrix))
+
+        results = results_record(tasks, stages, matrix)
+        results["metrics"] = compute_metrics(matrix)
+        if cfg.evaluation.bootstrap:
+            scores = out.per_example_scores(results["tasks"], len(matrix))
+            results["intervals"] = bootstrap_metrics(scores, n_resamples=cfg.evaluation.bootstrap, seed=cfg.seed)
+        out.write_json("results.json", results)
+        record["timings"]["total_seconds"] = round(record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2)
+        out.write_json("manifest.json", record)
     return RunResult(out.path, results["tasks"], matrix, results["metrics"])
-
-
-def _repeat_row(out: RunDir, tasks: list[Task], matrix: list[list[float]], row: int) -> None:
-    """Row ``row`` of a method that never trains: the previous row's predictions, unchanged."""
-    previous = [r for r in out.read_jsonl("predictions.jsonl") if r["row"] == row - 1]
-    out.append("predictions.jsonl", [{**r, "row": row} for r in previous])
-    matrix.append(list(matrix[row - 1]))

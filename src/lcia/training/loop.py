@@ -1,7 +1,7 @@
 """The per-stage training loop: one explicit loop that reads top to bottom.
 
 Features and their trade-offs:
-* Tokenised once per stage; batches grouped by length (shuffled chunks of 64 batches sorted by length),
+* Tokenised once, before the stream starts (by the runner); batches grouped by length (shuffled chunks of 64 batches sorted by length),
   so little compute goes to padding while the order stays random across chunks.
 * A fixed budget of optimizer steps per stage (``training.steps`` per task), cycling over the data:
   every task gets the same number of updates whatever its size, so methods compare at equal cost.
@@ -10,6 +10,11 @@ Features and their trade-offs:
 * A fresh AdamW and scheduler per stage, as when each task is its own fine-tuning run.
 * bf16 autocast through Accelerate when asked (master weights stay fp32).
 * Seeded: the batch order and LoRA dropout depend only on (seed, stage), so runs repeat exactly.
+* Checkpoints every ``training.checkpoint_every`` steps and on SIGINT/SIGTERM; a resumed stage skips
+  the batches already seen and restores optimizer, scheduler, RNG and method state, so it ends with
+  the same weights as an uninterrupted one.
+* A NaN or infinite loss skips its step (counted); past ``training.max_bad_steps`` the run stops with
+  a checkpoint and a message.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from lcia.data.prompts import IGNORE_INDEX, encode_for_training
-from lcia.data.schema import Example
+from lcia.checkpoint import Checkpoints
+from lcia.data.prompts import IGNORE_INDEX, Encoded
 from lcia.data.tasks import Task
+from lcia.errors import Interrupted, LciaError
 from lcia.methods.base import Method, TrainContext
 
 CHUNK_BATCHES = 64  # batches per length-sorted chunk
@@ -56,12 +62,10 @@ def collate(features: list, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_stream(features: list, batch_size: int, pad_id: int, generator: torch.Generator):
-    """Endless length-grouped batches, epoch after epoch."""
-    lengths = [len(f.input_ids) for f in features]
+def batch_indices(lengths: list[int], batch_size: int, generator: torch.Generator):
+    """Endless length-grouped batches of example indices, epoch after epoch."""
     while True:
-        for indices in length_grouped_batches(lengths, batch_size, generator):
-            yield collate([features[i] for i in indices], pad_id)
+        yield from length_grouped_batches(lengths, batch_size, generator)
 
 
 def train_stage(
@@ -69,24 +73,29 @@ def train_stage(
     tokenizer: PreTrainedTokenizerBase,
     method: Method,
     tasks: list[Task],
-    examples: list[Example],
+    features: list[Encoded],
     *,
     stage: int,
     steps: int,
     cfg,  # lcia.config.TrainingConfig
     seed: int,
     accelerator: Accelerator,
+    checkpoints: Checkpoints | None = None,
+    resume: dict | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[dict], None] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train ``model`` for ``steps`` optimizer steps on ``examples``; returns the stage's statistics."""
-    if not examples:
+    """Train ``model`` for ``steps`` optimizer steps on the encoded examples; returns the stage's statistics.
+
+    ``resume`` (a checkpoint's progress record inside this stage) restores the optimizer, scheduler,
+    RNG and method state and skips the batches already seen, so the stage ends as if never stopped.
+    """
+    if not features:
         raise ValueError(f"stage {stage} has no training examples")
     torch.manual_seed(seed * 1000 + stage)
     generator = torch.Generator().manual_seed(seed * 1000 + stage)
-
-    features = [encode_for_training(tokenizer, ex, cfg.max_length) for ex in examples]
-    batches = batch_stream(features, cfg.batch_size, tokenizer.pad_token_id, generator)
+    batches = batch_indices([len(f.input_ids) for f in features], cfg.batch_size, generator)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -94,15 +103,29 @@ def train_stage(
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     ctx = TrainContext(model=model, optimizer=optimizer, accelerator=accelerator, stage=stage, tasks=tasks)
 
+    start, skipped = 0, 0
+    if resume is not None:
+        checkpoints.restore(resume, model, method, optimizer, scheduler)
+        start, skipped = resume["step"], resume["skipped_steps"]
+        for _ in range(start * cfg.grad_accum):  # the batches the interrupted run already trained on
+            next(batches)
+    else:
+        method.before_task(ctx)
+
+    def save(step: int) -> None:
+        if checkpoints is not None:
+            progress_record = {"stage": stage, "step": step, "steps": steps, "skipped_steps": skipped}
+            checkpoints.save(progress_record, model, method, optimizer, scheduler)
+
     model.train()
-    method.before_task(ctx)
     tokens, started, loss_value = 0, time.perf_counter(), math.nan
-    bar = tqdm(range(steps), desc=f"train stage {stage} ({'+'.join(t.name for t in tasks)})", disable=not progress, leave=False)
+    names = "+".join(t.name for t in tasks)
+    bar = tqdm(range(start, steps), desc=f"train stage {stage} ({names})", disable=not progress, leave=False)
     for step in bar:
         ctx.step, ctx.log = step + 1, {}
-        loss_sum = 0.0
+        loss_sum, finite = 0.0, True
         for micro in range(cfg.grad_accum):
-            batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+            batch = {k: v.to(accelerator.device) for k, v in collate([features[i] for i in next(batches)], tokenizer.pad_token_id).items()}
             last = micro == cfg.grad_accum - 1
             with nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
@@ -111,29 +134,45 @@ def train_stage(
                     extra = method.loss(ctx, batch, outputs)
                     if extra is not None:
                         loss = loss + extra
-                accelerator.backward(loss / cfg.grad_accum)
+                finite = finite and bool(torch.isfinite(loss))
+                if finite:
+                    accelerator.backward(loss / cfg.grad_accum)
             loss_sum += loss.item() / cfg.grad_accum
             tokens += int(batch["attention_mask"].sum())
-        method.after_backward(ctx)
-        if cfg.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        method.after_optimizer_step(ctx)
+        if finite:
+            method.after_backward(ctx)
+            if cfg.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            method.after_optimizer_step(ctx)
+            loss_value = loss_sum
+        else:  # a NaN or infinite loss: no update from this step
+            skipped += 1
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss_sum
-        bar.set_postfix(loss=f"{loss_value:.3f}")
+        bar.set_postfix(loss=f"{loss_sum:.3f}")
         if on_step is not None:
-            on_step({"stage": stage, "step": step + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0], **ctx.log})
+            on_step({"stage": stage, "step": step + 1, "loss": loss_sum, "lr": scheduler.get_last_lr()[0], "skipped": not finite, **ctx.log})
+        if skipped > cfg.max_bad_steps:
+            save(step + 1)
+            raise LciaError(f"stage {stage}: {skipped} steps had a NaN or infinite loss (training.max_bad_steps = "
+                            f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: lower training.lr or check the data")
+        if should_stop():
+            save(step + 1)
+            raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+            save(step + 1)
     method.after_task(ctx)
     model.eval()
     seconds = time.perf_counter() - started
     return {
         "steps": steps,
-        "examples": len(examples),
+        "resumed_at_step": start,
+        "skipped_steps": skipped,
+        "examples": len(features),
         "truncated": sum(f.truncated for f in features),
         "tokens": tokens,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
         "final_loss": loss_value,
     }

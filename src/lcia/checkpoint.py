@@ -1,0 +1,132 @@
+"""Checkpoints: everything needed to continue a run exactly, as safetensors + JSON, written atomically.
+
+    checkpoints/ckpt-000007/        one complete checkpoint
+        progress.json               stage, step within the stage, skipped steps
+        weights.safetensors         every adapter tensor of the model
+        optimizer.safetensors/.json AdamW state (mid-stage checkpoints only)
+        scheduler.json
+        rng.safetensors             torch's CPU generator (LoRA dropout)
+        method.safetensors/.json    the method's state_dict()
+    checkpoints/latest.json         names the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder, renamed into place, and only then named in
+``latest.json`` (itself replaced atomically), so a crash at any moment leaves the previous checkpoint
+in force. Loading reads safetensors and JSON only: a pickled file in a checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lcia.errors import input_error
+from lcia.run_dir import write_atomic
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _pack(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
+    """JSON skeleton of ``obj`` with its tensors moved into ``tensors`` (non-str keys and tuples kept)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__items__": [[k, _pack(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        packed = [_pack(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": packed} if isinstance(obj, tuple) else packed
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {key!r}: use tensors, numbers, strings, lists and dicts")
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_unpack(v, tensors) for v in obj["__tuple__"])
+        return {k: _unpack(v, tensors) for k, v in obj["__items__"]}
+    return obj
+
+
+def save_state(folder: Path, name: str, state: Any) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _pack(state, tensors, name)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(skeleton), encoding="utf-8")
+
+
+def load_state(folder: Path, name: str) -> Any:
+    skeleton = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    return _unpack(skeleton, load_file(str(folder / f"{name}.safetensors")))
+
+
+def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a run changes: every adapter tensor and anything else trainable."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
+
+
+def refuse_pickles(folder: Path) -> None:
+    for path in sorted(folder.iterdir()):
+        if path.suffix in PICKLE_SUFFIXES:
+            raise input_error("pickled file refused: lcia loads weights and state from safetensors only", file=path)
+
+
+class Checkpoints:
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir) / "checkpoints"
+
+    def latest(self) -> dict | None:
+        """The progress record of the newest complete checkpoint (None when there is none)."""
+        pointer = self.root / "latest.json"
+        if not pointer.exists():
+            return None
+        folder = self.root / json.loads(pointer.read_text(encoding="utf-8"))["name"]
+        return json.loads((folder / "progress.json").read_text(encoding="utf-8")) | {"folder": str(folder)}
+
+    def save(self, progress: dict, model, method, optimizer=None, scheduler=None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        previous = self.latest()
+        number = int(Path(previous["folder"]).name.split("-")[1]) + 1 if previous else 0
+        name = f"ckpt-{number:06d}"
+        tmp = self.root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({n: p.detach().cpu().clone().contiguous() for n, p in adapter_weights(model).items()}, str(tmp / "weights.safetensors"))
+        save_state(tmp, "rng", {"torch": torch.get_rng_state()})
+        save_state(tmp, "method", method.state_dict())
+        if optimizer is not None:
+            save_state(tmp, "optimizer", optimizer.state_dict())
+            (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
+        (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
+        tmp.rename(self.root / name)
+        write_atomic(self.root / "latest.json", json.dumps({"name": name}))
+        for old in self.root.glob("ckpt-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, progress: dict, model, method, optimizer=None, scheduler=None) -> None:
+        """Load a checkpoint's weights, method state and (mid-stage) optimizer, scheduler and RNG."""
+        folder = Path(progress["folder"])
+        refuse_pickles(folder)
+        weights = load_file(str(folder / "weights.safetensors"))
+        missing = set(adapter_weights(model)) - set(weights)
+        if missing:
+            raise input_error(f"checkpoint lacks {len(missing)} adapter tensors (e.g. {sorted(missing)[0]})", file=folder)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in weights:
+                    param.copy_(weights[name])
+        method.load_state_dict(load_state(folder, "method"))
+        torch.set_rng_state(load_state(folder, "rng")["torch"])
+        if optimizer is not None:
+            optimizer.load_state_dict(load_state(folder, "optimizer"))
+            scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
