@@ -23,7 +23,7 @@ def test_overrides_parse_yaml_scalars(tmp_path):
     [
         ("training:\n  steps: 10\n  lrr: 0.1\n", "run.yaml:3: training.lrr: Extra inputs are not permitted"),
         ("seed: 1\ntraining:\n  steps: -2\n", "run.yaml:3: training.steps: Input should be greater than 0"),
-        ("method:\n  name: sgd\n", "run.yaml:2: method.name: Value error, unknown method 'sgd'"),
+        ("method:\n  name: sgd\n", "run.yaml:2: method.name: unknown method 'sgd'"),
         ("training: [1, 2\n", "run.yaml:2: invalid YAML"),
     ],
 )

@@ -111,3 +111,12 @@ def test_cli_bad_input_is_one_line_and_non_zero(tmp_path):
     (tmp_path / "s.yaml").write_text("- add2\n- add7\n")
     done = _cli("run", "--set", f"stream={tmp_path / 's.yaml'}")
     assert done.returncode == 2 and "s.yaml:2: tasks[1]: unknown task 'add7'" in done.stderr
+
+
+def test_over_long_examples_are_counted_in_one_warning_per_task(tiny_config):
+    cfg = tiny_config.model_copy(deep=True)
+    cfg.training.max_length = 16
+    lines = []
+    run(cfg, progress=False, log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 2 and "task colors: 18 of 18 training examples exceed training.max_length (16 tokens)" in warnings[0]

@@ -71,10 +71,11 @@ def test_separate_test_file(tmp_path):
     [
         ("tasks:\n  - add2\n  - add3\n", "s.yaml:3: tasks[1]: unknown task 'add3'"),
         ("tasks:\n  - add2\n  - add2\n", "s.yaml:3: tasks[1]: duplicate task name 'add2'"),
-        ("tasks:\n  - name: x\n    train: a.jsonl\n    scorer: bleu\n", "s.yaml:4: tasks[0].scorer: Value error, unknown scorer 'bleu'"),
+        ("tasks:\n  - name: x\n    train: a.jsonl\n    scorer: bleu\n", "s.yaml:4: tasks[0].scorer: unknown scorer 'bleu'"),
         ("tasks:\n  - name: x\n    train: a.jsonl\n    epochs: 3\n", "s.yaml:4: tasks[0].epochs: Extra inputs are not permitted"),
-        ("tasks:\n  - name: x\n", "s.yaml:2: tasks[0]: Value error, give exactly one of 'train'"),
+        ("tasks:\n  - name: x\n", "s.yaml:2: tasks[0]: give exactly one of 'train'"),
         ("tasks: []\n", "s.yaml:1: tasks: a stream is a non-empty list of tasks"),
+        ("- name: x\n  train: a.jsonl\n  scorer: bleu\n", "s.yaml:3: tasks[0].scorer: unknown scorer 'bleu'"),
     ],
 )
 def test_bad_stream_files(tmp_path, text, expected):

@@ -54,21 +54,28 @@ def field_name(loc: tuple) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
 
 
-def validation_error(err: ValidationError, source: YamlFile | None, prefix: tuple = (), overridden: set[tuple] = frozenset()) -> LciaError:
-    """Turn pydantic's first error into one line naming the file, line and field."""
+def validation_error(
+    err: ValidationError, source: YamlFile | None, prefix: tuple = (), overridden: set[tuple] = frozenset(), name: tuple | None = None
+) -> LciaError:
+    """Turn pydantic's first error into one line naming the file, line and field.
+
+    ``prefix`` locates the validated value in the file; ``name`` (default: ``prefix``) is how it is called.
+    """
     first = err.errors()[0]
-    loc = prefix + tuple(k for k in first["loc"] if not (isinstance(k, str) and "[" in k))  # drop union tags
+    inner = tuple(k for k in first["loc"] if not (isinstance(k, str) and "[" in k))  # drop union tags
+    loc = prefix + inner
+    field = field_name((prefix if name is None else name) + inner)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    message = first["msg"] + more
+    message = first["msg"].removeprefix("Value error, ") + more
     if any(loc[: len(o)] == o for o in overridden):
-        return input_error(message, file="--set", field=field_name(loc))
+        return input_error(message, file="--set", field=field)
     if source is None:
-        return input_error(message, field=field_name(loc))
-    return input_error(message, file=source.path, line=source.line_of(loc), field=field_name(loc))
+        return input_error(message, field=field)
+    return input_error(message, file=source.path, line=source.line_of(loc), field=field)
 
 
-def validate(model: type[BaseModel], data: Any, source: YamlFile | None, prefix: tuple = (), overridden=frozenset()):
+def validate(model: type[BaseModel], data: Any, source: YamlFile | None, prefix: tuple = (), overridden=frozenset(), name=None):
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise validation_error(err, source, prefix, overridden) from None
+        raise validation_error(err, source, prefix, overridden, name) from None

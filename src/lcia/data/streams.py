@@ -162,7 +162,7 @@ def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
                 raise input_error(f"unknown task {entry!r} (built-in tasks: {', '.join(BUILTIN_TASKS)})", **where)
             entry = BUILTIN_TASKS[entry]
         else:
-            entry = validate(TaskSpec, entry, source, prefix=loc)
+            entry = validate(TaskSpec, entry, source, prefix=loc, name=("tasks", index))
         if entry.name in names:
             raise input_error(f"duplicate task name {entry.name!r}", **where)
         names.add(entry.name)
