@@ -16,15 +16,23 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lcia.models.loading import load_tokenizer, SMOLLM2
+    from lcia.models.loading import SMOLLM2, load_tokenizer
 
     tokenizer = load_tokenizer(SMOLLM2)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
         initializer_range=0.2,  # large enough embeddings that a few LoRA steps can move the logits
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
@@ -40,10 +48,13 @@ def write_jsonl(path, records):
 @pytest.fixture
 def stream_file(tmp_path):
     """A two-task stream in the user's own format: alpaca JSONL and TRL prompt/completion."""
-    write_jsonl(tmp_path / "colors.jsonl", [
-        {"instruction": "Name the color.", "input": f"item {i}", "output": ["red", "blue"][i % 2]} for i in range(24)
-    ])
-    write_jsonl(tmp_path / "echo.jsonl", [{"prompt": f"Repeat the word w{i}.", "completion": f"w{i}"} for i in range(24)])
+    write_jsonl(
+        tmp_path / "colors.jsonl",
+        [{"instruction": "Name the color.", "input": f"item {i}", "output": ["red", "blue"][i % 2]} for i in range(24)],
+    )
+    write_jsonl(
+        tmp_path / "echo.jsonl", [{"prompt": f"Repeat the word w{i}.", "completion": f"w{i}"} for i in range(24)]
+    )
     (tmp_path / "stream.yaml").write_text(
         "tasks:\n"
         "  - name: colors\n    train: colors.jsonl\n    max_new_tokens: 3\n"
@@ -58,7 +69,16 @@ def tiny_config(tiny_model_dir, stream_file, tmp_path):
     """A run config that trains the tiny model for a few steps on the two-task stream."""
     from lcia.config import load_config
 
-    return load_config(None, [
-        f"stream={stream_file}", f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
-        "training.steps=4", "training.batch_size=4", "data.test_size=6", "evaluation.bootstrap=50", "lora.r=4",
-    ])
+    return load_config(
+        None,
+        [
+            f"stream={stream_file}",
+            f"model.name_or_path={tiny_model_dir}",
+            f"output_dir={tmp_path / 'run'}",
+            "training.steps=4",
+            "training.batch_size=4",
+            "data.test_size=6",
+            "evaluation.bootstrap=50",
+            "lora.r=4",
+        ],
+    )

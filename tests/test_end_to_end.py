@@ -10,10 +10,16 @@ from lcia.runner import run
 @pytest.mark.slow
 def test_smollm2_learns_addition_then_plurals(tmp_path):
     (tmp_path / "stream.yaml").write_text("tasks: [add2, plural]\n")
-    cfg = load_config(None, [
-        f"stream={tmp_path / 'stream.yaml'}", f"output_dir={tmp_path / 'run'}",
-        "training.steps=30", "data.test_size=30", "evaluation.bootstrap=200",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"stream={tmp_path / 'stream.yaml'}",
+            f"output_dir={tmp_path / 'run'}",
+            "training.steps=30",
+            "data.test_size=30",
+            "evaluation.bootstrap=200",
+        ],
+    )
     result = run(cfg, progress=False, log=lambda *_: None)
     (before_add, before_plural), (add_after_add, _), (add_after_plural, plural_after_plural) = result.matrix
     # The instruct model answers in prose (scored 0); 30 LoRA steps teach it the task and the answer format.

@@ -30,5 +30,7 @@ def test_long_prompts_keep_head_and_tail():
     enc = encode_for_training(tok, ex, max_length=64)
     assert enc.truncated and len(enc.input_ids) == 64
     assert tok.decode(enc.input_ids).startswith("<|im_start|>system\nAnswer the question.")
-    assert [t for t in enc.labels if t != IGNORE_INDEX] == tok("word", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [t for t in enc.labels if t != IGNORE_INDEX] == tok("word", add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
     assert fit([1, 2, 3, 4, 5, 6], 4) == [1, 2, 5, 6]

@@ -42,8 +42,12 @@ def _config(tiny_config, tmp_path, **training):
 
 
 def _start(*args):
-    return subprocess.Popen([sys.executable, "-m", "lcia", "run", "--quiet", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lcia", "run", "--quiet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lines(path):
@@ -85,7 +89,9 @@ def test_killed_runs_resume_to_the_uninterrupted_matrix(tiny_config, tmp_path):
     for point in kill_points[1:]:
         process = _start("--resume", str(run_dir))
         _kill_when(process, point)
-    finished = subprocess.run([sys.executable, "-m", "lcia", "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-m", "lcia", "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True
+    )
     assert finished.returncode == 0, finished.stderr
     assert _outcome(run_dir) == expected
     stages = RunDir(run_dir).read_json("manifest.json")["timings"]["stages"]

@@ -5,8 +5,8 @@ import sys
 from peft import PeftModel
 
 from lcia.evaluation.metrics import compute_metrics
-from lcia.runner import run
 from lcia.run_dir import RunDir
+from lcia.runner import run
 
 
 def test_run_writes_a_complete_grid_and_everything_to_trust_it(tiny_config):
@@ -34,7 +34,9 @@ def test_run_writes_a_complete_grid_and_everything_to_trust_it(tiny_config):
 
 def test_same_seed_same_matrix(tiny_config, tmp_path):
     first = run(tiny_config, progress=False, log=lambda *_: None)
-    second = run(tiny_config.model_copy(update={"output_dir": str(tmp_path / "again")}), progress=False, log=lambda *_: None)
+    second = run(
+        tiny_config.model_copy(update={"output_dir": str(tmp_path / "again")}), progress=False, log=lambda *_: None
+    )
     assert first.matrix == second.matrix
     a = [p["prediction"] for p in RunDir(first.run_dir).read_jsonl("predictions.jsonl")]
     b = [p["prediction"] for p in RunDir(second.run_dir).read_jsonl("predictions.jsonl")]
@@ -60,7 +62,9 @@ def test_saved_adapter_loads_in_plain_peft(tiny_config, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     result = run(tiny_config, progress=False, log=lambda *_: None)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(RunDir(result.run_dir).adapter_dir(2)))
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(RunDir(result.run_dir).adapter_dir(2))
+    )
     weights = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert any(torch.count_nonzero(w) for w in weights), "the trained adapter was saved"
 
@@ -119,4 +123,7 @@ def test_over_long_examples_are_counted_in_one_warning_per_task(tiny_config):
     lines = []
     run(cfg, progress=False, log=lines.append)
     warnings = [line for line in lines if line.startswith("warning:")]
-    assert len(warnings) == 2 and "task colors: 18 of 18 training examples exceed training.max_length (16 tokens)" in warnings[0]
+    assert (
+        len(warnings) == 2
+        and "task colors: 18 of 18 training examples exceed training.max_length (16 tokens)" in warnings[0]
+    )

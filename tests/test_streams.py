@@ -1,9 +1,8 @@
 import pytest
+from conftest import write_jsonl
 
 from lcia.data.streams import BUILTIN_STREAMS, BUILTIN_TASKS, load_stream, stream_specs
 from lcia.errors import LciaError
-
-from conftest import write_jsonl
 
 
 def test_builtin_streams_load_with_deterministic_splits():
@@ -32,7 +31,9 @@ def test_families_share_one_instruction_and_inputs_say_what_is_asked():
     tasks = {t.name: t for t in load_stream("ni-cit", 10, None, 0)}
     assert tasks["plural"].instructions == tasks["past-tense"].instructions
     assert tasks["qasc-overlap"].instructions == tasks["qasc-answer"].instructions
-    assert tasks["plural"].test[0].input.startswith("This is a ") and tasks["past-tense"].test[0].input.startswith("Today I ")
+    assert tasks["plural"].test[0].input.startswith("This is a ") and tasks["past-tense"].test[0].input.startswith(
+        "Today I "
+    )
     assert len({t.instructions[0] for t in tasks.values()}) == 6  # 8 tasks, two pairs share
 
 
@@ -71,8 +72,14 @@ def test_separate_test_file(tmp_path):
     [
         ("tasks:\n  - add2\n  - add3\n", "s.yaml:3: tasks[1]: unknown task 'add3'"),
         ("tasks:\n  - add2\n  - add2\n", "s.yaml:3: tasks[1]: duplicate task name 'add2'"),
-        ("tasks:\n  - name: x\n    train: a.jsonl\n    scorer: bleu\n", "s.yaml:4: tasks[0].scorer: unknown scorer 'bleu'"),
-        ("tasks:\n  - name: x\n    train: a.jsonl\n    epochs: 3\n", "s.yaml:4: tasks[0].epochs: Extra inputs are not permitted"),
+        (
+            "tasks:\n  - name: x\n    train: a.jsonl\n    scorer: bleu\n",
+            "s.yaml:4: tasks[0].scorer: unknown scorer 'bleu'",
+        ),
+        (
+            "tasks:\n  - name: x\n    train: a.jsonl\n    epochs: 3\n",
+            "s.yaml:4: tasks[0].epochs: Extra inputs are not permitted",
+        ),
         ("tasks:\n  - name: x\n", "s.yaml:2: tasks[0]: give exactly one of 'train'"),
         ("tasks: []\n", "s.yaml:1: tasks: a stream is a non-empty list of tasks"),
         ("- name: x\n  train: a.jsonl\n  scorer: bleu\n", "s.yaml:3: tasks[0].scorer: unknown scorer 'bleu'"),

@@ -34,7 +34,9 @@ class Recorder(Method):
 
 def _setup(tiny_model_dir):
     tok = load_tokenizer(tiny_model_dir)
-    model = add_lora(load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    model = add_lora(
+        load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
+    )
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
     return tok, model, Task("colors", examples, examples[:2]), [encode_for_training(tok, ex, 64) for ex in examples]
 
@@ -43,9 +45,20 @@ def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_model_dir):
     tok, model, task, examples = _setup(tiny_model_dir)
     method = Recorder()
     logged = []
-    stats = train_stage(model, tok, method, [task], examples, stage=1, steps=3,
-                        cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2), seed=0,
-                        accelerator=Accelerator(), on_step=logged.append, progress=False)
+    stats = train_stage(
+        model,
+        tok,
+        method,
+        [task],
+        examples,
+        stage=1,
+        steps=3,
+        cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2),
+        seed=0,
+        accelerator=Accelerator(),
+        on_step=logged.append,
+        progress=False,
+    )
     assert method.calls == ["before_task"] + ["after_backward", "after_optimizer_step"] * 3 + ["after_task"]
     assert [r["step"] for r in logged] == [1, 2, 3] and stats["steps"] == 3
     assert stats["tokens"] > 0 and stats["examples"] == 16
@@ -55,9 +68,20 @@ def test_training_learns_and_touches_only_lora(tiny_model_dir):
     tok, model, task, examples = _setup(tiny_model_dir)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     logged = []
-    train_stage(model, tok, Method(), [task], examples, stage=1, steps=30,
-                cfg=TrainingConfig(batch_size=8, lr=3e-2), seed=0, accelerator=Accelerator(),
-                on_step=logged.append, progress=False)
+    train_stage(
+        model,
+        tok,
+        Method(),
+        [task],
+        examples,
+        stage=1,
+        steps=30,
+        cfg=TrainingConfig(batch_size=8, lr=3e-2),
+        seed=0,
+        accelerator=Accelerator(),
+        on_step=logged.append,
+        progress=False,
+    )
     assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)

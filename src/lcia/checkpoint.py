@@ -42,7 +42,9 @@ def _pack(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
         return {"__tuple__": packed} if isinstance(obj, tuple) else packed
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {key!r}: use tensors, numbers, strings, lists and dicts")
+    raise TypeError(
+        f"cannot checkpoint a {type(obj).__name__} at {key!r}: use tensors, numbers, strings, lists and dicts"
+    )
 
 
 def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -100,7 +102,10 @@ class Checkpoints:
         tmp = self.root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file({n: p.detach().cpu().clone().contiguous() for n, p in adapter_weights(model).items()}, str(tmp / "weights.safetensors"))
+        save_file(
+            {n: p.detach().cpu().clone().contiguous() for n, p in adapter_weights(model).items()},
+            str(tmp / "weights.safetensors"),
+        )
         save_state(tmp, "rng", {"torch": torch.get_rng_state()})
         save_state(tmp, "method", method.state_dict())
         if optimizer is not None:
@@ -120,7 +125,9 @@ class Checkpoints:
         weights = load_file(str(folder / "weights.safetensors"))
         missing = set(adapter_weights(model)) - set(weights)
         if missing:
-            raise input_error(f"checkpoint lacks {len(missing)} adapter tensors (e.g. {sorted(missing)[0]})", file=folder)
+            raise input_error(
+                f"checkpoint lacks {len(missing)} adapter tensors (e.g. {sorted(missing)[0]})", file=folder
+            )
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name in weights:

@@ -21,8 +21,8 @@ console = Console()
 def _cmd_run(args) -> None:
     from lcia.config import load_config
     from lcia.reporting.tables import matrix_table, metrics_table
-    from lcia.runner import run
     from lcia.run_dir import RunDir
+    from lcia.runner import run
 
     if args.resume:
         if args.config or args.set or args.overwrite:
@@ -30,13 +30,23 @@ def _cmd_run(args) -> None:
         cfg = load_config(os.path.join(args.resume, "config.yaml"), [f"output_dir={args.resume}"])
     else:
         cfg = load_config(args.config, args.set)
-    console.print(f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}", soft_wrap=True)
-    result = run(cfg, overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
-                 log=lambda line: console.print(line, soft_wrap=True, markup=False))
+    console.print(
+        f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}",
+        soft_wrap=True,
+    )
+    result = run(
+        cfg,
+        overwrite=args.overwrite,
+        resume=bool(args.resume),
+        progress=not args.quiet,
+        log=lambda line: console.print(line, soft_wrap=True, markup=False),
+    )
     results = RunDir(result.run_dir).read_json("results.json")
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
-    console.print(f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)")
+    console.print(
+        f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)"
+    )
 
 
 def _cmd_metrics(args) -> None:
@@ -69,12 +79,20 @@ def _cmd_eval(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lcia", description="Continual instruction tuning with the full evaluation grid.")
+    parser = argparse.ArgumentParser(
+        prog="lcia", description="Continual instruction tuning with the full evaluation grid."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train a stream of tasks and evaluate the (T+1) x T grid")
     p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. training.steps=60")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. training.steps=60",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from peft import PeftModel
 
 from lcia.config import load_config
@@ -13,14 +12,20 @@ from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.run_dir import RunDir
 
 
-def evaluate_run(run_dir: str, stage: int | None = None, stream: str | None = None, progress: bool = True) -> dict[str, float]:
+def evaluate_run(
+    run_dir: str, stage: int | None = None, stream: str | None = None, progress: bool = True
+) -> dict[str, float]:
     """Scores of the adapter after ``stage`` (default: the last) on every task of ``stream`` (default: the run's).
 
     Writes ``eval/stage-K.json`` and ``eval/stage-K.predictions.jsonl`` into the run directory.
     """
     out = RunDir(run_dir)
     cfg = load_config(str(out.path / "config.yaml"))
-    stages = sorted(int(p.name.split("-")[1]) for p in (out.path / "adapters").glob("stage-*")) if (out.path / "adapters").exists() else []
+    stages = (
+        sorted(int(p.name.split("-")[1]) for p in (out.path / "adapters").glob("stage-*"))
+        if (out.path / "adapters").exists()
+        else []
+    )
     if stage is None and stages:
         stage = stages[-1]
     if stage is not None and stage not in stages:
@@ -37,12 +42,22 @@ def evaluate_run(run_dir: str, stage: int | None = None, stream: str | None = No
     (eval_dir.path / f"{name}.predictions.jsonl").unlink(missing_ok=True)
     scores = {}
     for task in tasks:
-        cell = evaluate_task(model, tokenizer, task, stage or 0, batch_size=cfg.evaluation.batch_size,
-                             max_length=cfg.evaluation.max_length, progress=progress)
-        eval_dir.append(f"{name}.predictions.jsonl", [
-            {"task": task.name, "id": ex.id, "prediction": p, "references": list(ex.references), "score": s}
-            for ex, p, s in zip(task.test, cell.predictions, cell.scores)
-        ])
+        cell = evaluate_task(
+            model,
+            tokenizer,
+            task,
+            stage or 0,
+            batch_size=cfg.evaluation.batch_size,
+            max_length=cfg.evaluation.max_length,
+            progress=progress,
+        )
+        eval_dir.append(
+            f"{name}.predictions.jsonl",
+            [
+                {"task": task.name, "id": ex.id, "prediction": p, "references": list(ex.references), "score": s}
+                for ex, p, s in zip(task.test, cell.predictions, cell.scores)
+            ],
+        )
         scores[task.name] = round(cell.score, 4)
     eval_dir.write_json(f"{name}.json", {"stage": stage, "stream": stream or cfg.stream, "scores": scores})
     return scores

@@ -1,13 +1,13 @@
 """The files of a run directory, written as the run goes (each JSON replaced atomically).
 
-    config.yaml          the resolved run config (every default filled in)
-    manifest.json        versions, git commit, seed, hardware, timings per stage and row
-    results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
-    predictions.jsonl    one line per (row, task, test example): prediction, references, score
-    train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
-    adapters/stage-K/    the PEFT adapter after stage K (adapter_config.json + safetensors)
-    checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
-    .lock                held by the process writing the run
+config.yaml          the resolved run config (every default filled in)
+manifest.json        versions, git commit, seed, hardware, timings per stage and row
+results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
+predictions.jsonl    one line per (row, task, test example): prediction, references, score
+train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
+adapters/stage-K/    the PEFT adapter after stage K (adapter_config.json + safetensors)
+checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
+.lock                held by the process writing the run
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class RunDir:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                raise LciaError(f"{self.path}: in use by another lcia process (pid {handle.read().strip() or '?'})") from None
+                raise LciaError(
+                    f"{self.path}: in use by another lcia process (pid {handle.read().strip() or '?'})"
+                ) from None
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
@@ -58,7 +60,9 @@ class RunDir:
     def create(self, overwrite: bool = False) -> None:
         """Start a fresh run here: refuse to replace a run unless asked, then clear what a previous one left."""
         if (self.path / "manifest.json").exists() and not overwrite:
-            raise LciaError(f"{self.path}: holds a run; resume it with --resume, choose another output_dir or pass --overwrite")
+            raise LciaError(
+                f"{self.path}: holds a run; resume it with --resume, choose another output_dir or pass --overwrite"
+            )
         for name in ("predictions.jsonl", "train_log.jsonl", "results.json"):
             (self.path / name).unlink(missing_ok=True)
         for folder in ("checkpoints", "adapters", "eval"):
@@ -85,10 +89,21 @@ class RunDir:
                 handle.write(json.dumps(record) + "\n")
 
     def append_cell(self, cell: Cell, test_ids: list[str], references: list[tuple[str, ...]]) -> None:
-        self.append("predictions.jsonl", [
-            {"row": cell.row, "task": cell.task, "id": i, "prediction": p, "references": list(r), "score": s, "adapter": a}
-            for i, p, r, s, a in zip(test_ids, cell.predictions, references, cell.scores, cell.adapters)
-        ])
+        self.append(
+            "predictions.jsonl",
+            [
+                {
+                    "row": cell.row,
+                    "task": cell.task,
+                    "id": i,
+                    "prediction": p,
+                    "references": list(r),
+                    "score": s,
+                    "adapter": a,
+                }
+                for i, p, r, s, a in zip(test_ids, cell.predictions, references, cell.scores, cell.adapters)
+            ],
+        )
 
     def read_jsonl(self, name: str) -> list[dict]:
         # A crash can leave a last line half written: it is not a record.
@@ -127,7 +142,10 @@ class RunDir:
 
     def repeat_row(self, row: int) -> None:
         """Row ``row`` of a method that never trains: the previous row's predictions, unchanged."""
-        self.append("predictions.jsonl", [{**r, "row": row} for r in self.read_jsonl("predictions.jsonl") if r["row"] == row - 1])
+        self.append(
+            "predictions.jsonl",
+            [{**r, "row": row} for r in self.read_jsonl("predictions.jsonl") if r["row"] == row - 1],
+        )
 
     def adapter_dir(self, stage: int) -> Path:
         return self.path / "adapters" / f"stage-{stage}"

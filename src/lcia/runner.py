@@ -70,7 +70,9 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print) -> RunResult:
+def run(
+    cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print
+) -> RunResult:
     try:
         return _run(cfg, overwrite=overwrite, resume=resume, progress=progress, log=log)
     except Interrupted as err:
@@ -87,8 +89,10 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
     for task in tasks:
         cut = sum(encoded[ex].truncated for ex in task.train)
         if cut:
-            log(f"warning: task {task.name}: {cut} of {len(task.train)} training examples exceed training.max_length "
-                f"({cfg.training.max_length} tokens): their prompts keep head and tail")
+            log(
+                f"warning: task {task.name}: {cut} of {len(task.train)} training examples exceed training.max_length "
+                f"({cfg.training.max_length} tokens): their prompts keep head and tail"
+            )
 
     with out.lock():
         if resume:
@@ -106,7 +110,10 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         latest = checkpoints.latest() if resume else None
         if resume:
             out.keep_train_log(latest)
-            log(f"resuming {out.path}: {len(matrix)} rows done, " + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint"))
+            log(
+                f"resuming {out.path}: {len(matrix)} rows done, "
+                + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint")
+            )
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -125,8 +132,16 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                 for task in tasks:
                     if should_stop():
                         raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
-                    cell = evaluate_task(model, tokenizer, task, row, route=method.route, batch_size=cfg.evaluation.batch_size,
-                                         max_length=cfg.evaluation.max_length, progress=progress)
+                    cell = evaluate_task(
+                        model,
+                        tokenizer,
+                        task,
+                        row,
+                        route=method.route,
+                        batch_size=cfg.evaluation.batch_size,
+                        max_length=cfg.evaluation.max_length,
+                        progress=progress,
+                    )
                     out.append_cell(cell, [ex.id for ex in task.test], [ex.references for ex in task.test])
                     scores.append(round(cell.score, 4))
                 matrix.append(scores)
@@ -140,22 +155,48 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
             if not matrix:
                 evaluate_row(0)
             for stage, stage_tasks in enumerate(stages, start=1):
-                done = latest is not None and (stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"]))
+                done = latest is not None and (
+                    stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"])
+                )
                 if method.capabilities.trains and not done:
                     mid_stage = latest if latest is not None and latest["stage"] == stage else None
                     examples = method.train_examples(stage_tasks)
-                    features = [encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length) for ex in examples]
+                    features = [
+                        encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length)
+                        for ex in examples
+                    ]
                     stats = train_stage(
-                        model, tokenizer, method, stage_tasks, features, stage=stage, steps=cfg.training.steps * len(stage_tasks), cfg=cfg.training, seed=cfg.seed,
-                        accelerator=accelerator, checkpoints=checkpoints, resume=mid_stage, should_stop=should_stop,
-                        on_step=lambda r: out.append("train_log.jsonl", [r]), progress=progress,
+                        model,
+                        tokenizer,
+                        method,
+                        stage_tasks,
+                        features,
+                        stage=stage,
+                        steps=cfg.training.steps * len(stage_tasks),
+                        cfg=cfg.training,
+                        seed=cfg.seed,
+                        accelerator=accelerator,
+                        checkpoints=checkpoints,
+                        resume=mid_stage,
+                        should_stop=should_stop,
+                        on_step=lambda r: out.append("train_log.jsonl", [r]),
+                        progress=progress,
                     )
                     steps = cfg.training.steps * len(stage_tasks)
-                    checkpoints.save({"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]}, model, method)
+                    checkpoints.save(
+                        {"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]},
+                        model,
+                        method,
+                    )
                     model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
-                    record["timings"]["stages"].append({"stage": stage, "tasks": [t.name for t in stage_tasks], **stats})
-                    log(f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {stats['steps'] - stats['resumed_at_step']} steps "
-                        f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}")
+                    record["timings"]["stages"].append(
+                        {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
+                    )
+                    trained = stats["steps"] - stats["resumed_at_step"]
+                    log(
+                        f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {trained} steps "
+                        f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
+                    )
                 if len(matrix) > stage:
                     continue
                 if method.capabilities.trains:
@@ -171,6 +212,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
             scores = out.per_example_scores(results["tasks"], len(matrix))
             results["intervals"] = bootstrap_metrics(scores, n_resamples=cfg.evaluation.bootstrap, seed=cfg.seed)
         out.write_json("results.json", results)
-        record["timings"]["total_seconds"] = round(record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2)
+        record["timings"]["total_seconds"] = round(
+            record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
+        )
         out.write_json("manifest.json", record)
     return RunResult(out.path, results["tasks"], matrix, results["metrics"])

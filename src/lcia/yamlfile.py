@@ -29,7 +29,9 @@ class YamlFile:
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             problem = getattr(err, "problem", None) or str(err)
-            raise input_error(f"invalid YAML: {problem}", file=self.path, line=mark.line + 1 if mark else None) from None
+            raise input_error(
+                f"invalid YAML: {problem}", file=self.path, line=mark.line + 1 if mark else None
+            ) from None
 
     def line_of(self, loc: tuple) -> int | None:
         """1-based line of the value at ``loc`` (keys and list indices), or of its nearest parent."""
@@ -55,7 +57,11 @@ def field_name(loc: tuple) -> str:
 
 
 def validation_error(
-    err: ValidationError, source: YamlFile | None, prefix: tuple = (), overridden: set[tuple] = frozenset(), name: tuple | None = None
+    err: ValidationError,
+    source: YamlFile | None,
+    prefix: tuple = (),
+    overridden: set[tuple] = frozenset(),
+    name: tuple | None = None,
 ) -> LciaError:
     """Turn pydantic's first error into one line naming the file, line and field.
 
@@ -74,7 +80,9 @@ def validation_error(
     return input_error(message, file=source.path, line=source.line_of(loc), field=field)
 
 
-def validate(model: type[BaseModel], data: Any, source: YamlFile | None, prefix: tuple = (), overridden=frozenset(), name=None):
+def validate(
+    model: type[BaseModel], data: Any, source: YamlFile | None, prefix: tuple = (), overridden=frozenset(), name=None
+):
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -25,7 +25,11 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, example: Example) -> list[
     if tokenizer.chat_template is None:
         text = "\n\n".join(m["content"] for m in messages) + "\n\nAnswer: "
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
 
 
 def fit(ids: list[int], budget: int) -> list[int]:
@@ -33,7 +37,7 @@ def fit(ids: list[int], budget: int) -> list[int]:
     if len(ids) <= budget:
         return ids
     head = budget // 2
-    return ids[:head] + ids[len(ids) - (budget - head):]
+    return ids[:head] + ids[len(ids) - (budget - head) :]
 
 
 @dataclass(frozen=True)

@@ -74,25 +74,76 @@ NI = "natural_instructions/"
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
-        TaskSpec(name="add2", bigbench="arithmetic/2_digit_addition/task.json", instruction=ARITHMETIC,
-                 scorer="numeric", max_new_tokens=6, family="add2"),
-        TaskSpec(name="sub2", bigbench="arithmetic/2_digit_subtraction/task.json", instruction=ARITHMETIC,
-                 scorer="numeric", max_new_tokens=6, family="add2"),
+        TaskSpec(
+            name="add2",
+            bigbench="arithmetic/2_digit_addition/task.json",
+            instruction=ARITHMETIC,
+            scorer="numeric",
+            max_new_tokens=6,
+            family="add2",
+        ),
+        TaskSpec(
+            name="sub2",
+            bigbench="arithmetic/2_digit_subtraction/task.json",
+            instruction=ARITHMETIC,
+            scorer="numeric",
+            max_new_tokens=6,
+            family="add2",
+        ),
         # BIG-bench's own sentence frames make the input say which form is asked for.
-        TaskSpec(name="plural", bigbench="linguistic_mappings/plural_regular_json/task.json", instruction=WORD_FORMS,
-                 input_template="This is a {input}. Now there is another one. There are two",
-                 scorer="exact", max_new_tokens=8, family="word-forms"),
-        TaskSpec(name="past-tense", bigbench="linguistic_mappings/past_tense_regular_json/task.json", instruction=WORD_FORMS,
-                 input_template="Today I {input}. Yesterday I", scorer="exact", max_new_tokens=8, family="word-forms"),
-        TaskSpec(name="qasc-overlap", bigbench=NI + "subtask039_qasc_find_overlapping_words/task.json", instruction=SPAN,
-                 scorer="exact", max_new_tokens=6, family="qasc"),
-        TaskSpec(name="qasc-answer", bigbench=NI + "subtask041_qasc_answer_generation/task.json", instruction=SPAN,
-                 scorer="exact", max_new_tokens=8, family="qasc"),
-        TaskSpec(name="intent", bigbench="intent_recognition/task.json", scorer="exact", max_new_tokens=8, family="intent"),
-        TaskSpec(name="sentiment", bigbench="multiemo/reviews_sentence_en/task.json", scorer="exact", max_new_tokens=4,
-                 balance=True, family="sentiment"),
-        TaskSpec(name="parentheses", bigbench="cs_algorithms/valid_parentheses/task.json", scorer="exact", max_new_tokens=4,
-                 balance=True, family="parentheses"),
+        TaskSpec(
+            name="plural",
+            bigbench="linguistic_mappings/plural_regular_json/task.json",
+            instruction=WORD_FORMS,
+            input_template="This is a {input}. Now there is another one. There are two",
+            scorer="exact",
+            max_new_tokens=8,
+            family="word-forms",
+        ),
+        TaskSpec(
+            name="past-tense",
+            bigbench="linguistic_mappings/past_tense_regular_json/task.json",
+            instruction=WORD_FORMS,
+            input_template="Today I {input}. Yesterday I",
+            scorer="exact",
+            max_new_tokens=8,
+            family="word-forms",
+        ),
+        TaskSpec(
+            name="qasc-overlap",
+            bigbench=NI + "subtask039_qasc_find_overlapping_words/task.json",
+            instruction=SPAN,
+            scorer="exact",
+            max_new_tokens=6,
+            family="qasc",
+        ),
+        TaskSpec(
+            name="qasc-answer",
+            bigbench=NI + "subtask041_qasc_answer_generation/task.json",
+            instruction=SPAN,
+            scorer="exact",
+            max_new_tokens=8,
+            family="qasc",
+        ),
+        TaskSpec(
+            name="intent", bigbench="intent_recognition/task.json", scorer="exact", max_new_tokens=8, family="intent"
+        ),
+        TaskSpec(
+            name="sentiment",
+            bigbench="multiemo/reviews_sentence_en/task.json",
+            scorer="exact",
+            max_new_tokens=4,
+            balance=True,
+            family="sentiment",
+        ),
+        TaskSpec(
+            name="parentheses",
+            bigbench="cs_algorithms/valid_parentheses/task.json",
+            scorer="exact",
+            max_new_tokens=4,
+            balance=True,
+            family="parentheses",
+        ),
     ]
 }
 
@@ -135,8 +186,17 @@ def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | 
     else:
         if len(examples) < 2:
             raise input_error("needs at least 2 examples to split into train and test", file=base_dir / spec.train)
-        train, test = split_examples(examples, min(test_size, len(examples) // 2), train_size, f"{split_seed}/{spec.name}", spec.balance)
-    return Task(name=spec.name, train=train, test=test, scorer=spec.scorer, max_new_tokens=spec.max_new_tokens, family=spec.family)
+        train, test = split_examples(
+            examples, min(test_size, len(examples) // 2), train_size, f"{split_seed}/{spec.name}", spec.balance
+        )
+    return Task(
+        name=spec.name,
+        train=train,
+        test=test,
+        scorer=spec.scorer,
+        max_new_tokens=spec.max_new_tokens,
+        family=spec.family,
+    )
 
 
 def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
@@ -144,13 +204,20 @@ def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
     if stream in BUILTIN_STREAMS:
         return [BUILTIN_TASKS[name] for name in BUILTIN_STREAMS[stream]], Path.cwd()
     if not stream.endswith((".yaml", ".yml")):
-        raise input_error(f"unknown stream {stream!r}: a built-in ({', '.join(BUILTIN_STREAMS)}) or a .yaml file", field="stream")
+        raise input_error(
+            f"unknown stream {stream!r}: a built-in ({', '.join(BUILTIN_STREAMS)}) or a .yaml file", field="stream"
+        )
     source = YamlFile(stream)
     nested = isinstance(source.data, dict)
     entries = source.data.get("tasks") if nested else source.data
     if nested and set(source.data) != {"tasks"}:
         extra = sorted(set(source.data) - {"tasks"})
-        raise input_error("unknown key (a stream file holds 'tasks')", file=source.path, line=source.line_of((extra[0],)) if extra else 1, field=extra[0] if extra else "tasks")
+        raise input_error(
+            "unknown key (a stream file holds 'tasks')",
+            file=source.path,
+            line=source.line_of((extra[0],)) if extra else 1,
+            field=extra[0] if extra else "tasks",
+        )
     if not isinstance(entries, list) or not entries:
         raise input_error("a stream is a non-empty list of tasks", file=source.path, line=1, field="tasks")
     specs, names = [], set()
@@ -177,6 +244,8 @@ def load_stream(stream: str, test_size: int, train_size: int | None, split_seed:
     for spec in specs:
         task = load_task(spec, base_dir, test_size, train_size, split_seed)
         if not task.train or not task.test:
-            raise input_error(f"task {spec.name!r} has an empty {'train' if not task.train else 'test'} set", field="stream")
+            raise input_error(
+                f"task {spec.name!r} has an empty {'train' if not task.train else 'test'} set", field="stream"
+            )
         tasks.append(task)
     return tasks

