@@ -150,3 +150,13 @@ def test_pickled_files_in_a_checkpoint_are_refused(tiny_config):
     torch.save({"x": torch.zeros(1)}, f"{latest['folder']}/optimizer.bin")
     with pytest.raises(LciaError, match=r"optimizer\.bin: pickled file refused"):
         run(tiny_config, resume=True, progress=False, log=lambda *_: None)
+
+
+def test_eval_refuses_a_pickled_adapter(tiny_config):
+    from lcia.evaluate import evaluate_run
+
+    result = run(tiny_config, progress=False, log=lambda *_: None)
+    adapter = RunDir(result.run_dir).adapter_dir(2)
+    torch.save({}, adapter / "adapter_model.bin")
+    with pytest.raises(LciaError, match=r"adapter_model\.bin: pickled file refused"):
+        evaluate_run(str(result.run_dir), stage=2, progress=False)

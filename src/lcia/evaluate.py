@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from peft import PeftModel
 
+from lcia.checkpoint import refuse_pickles
 from lcia.config import load_config
 from lcia.data.streams import load_stream
 from lcia.errors import input_error
@@ -34,6 +35,7 @@ def evaluate_run(
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     model = load_base_model(cfg.model.name_or_path, cfg.model.dtype)
     if stage is not None:
+        refuse_pickles(out.adapter_dir(stage))  # PEFT would fall back to a pickled adapter_model.bin
         model = PeftModel.from_pretrained(model, str(out.adapter_dir(stage)))
     model.eval()
     (out.path / "eval").mkdir(exist_ok=True)
