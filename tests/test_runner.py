@@ -96,7 +96,7 @@ def test_cli_run_metrics_and_eval(tiny_config, tmp_path):
     metrics = _cli("metrics", str(tmp_path / "cli"), "--json")
     assert metrics.returncode == 0, metrics.stderr
     stored = json.loads((tmp_path / "cli" / "results.json").read_text())
-    assert json.loads(metrics.stdout)["metrics"] == stored["metrics"]
+    assert json.loads(metrics.stdout) == {"metrics": stored["metrics"], "intervals": stored["intervals"]}
     evaluated = _cli("eval", str(tmp_path / "cli"), "--stage", "2", "--quiet")
     assert evaluated.returncode == 0, evaluated.stderr
     saved = json.loads((tmp_path / "cli" / "eval" / "stage-2.json").read_text())

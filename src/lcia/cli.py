@@ -52,22 +52,22 @@ def _cmd_run(args) -> None:
 def _cmd_metrics(args) -> None:
     import json
 
-    from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
+    from lcia.config import load_config
     from lcia.reporting.tables import matrix_table, metrics_table
     from lcia.run_dir import RunDir
+    from lcia.runner import metrics_of
 
     run_dir = RunDir(args.run_dir)
     results = run_dir.read_json("results.json")
-    metrics = compute_metrics(results["matrix"])
-    intervals = None
-    if args.bootstrap:
-        scores = run_dir.per_example_scores(results["tasks"], len(results["matrix"]))
-        intervals = bootstrap_metrics(scores, n_resamples=args.bootstrap, seed=0)
+    resamples = args.bootstrap
+    if resamples is None:  # what the run itself used
+        resamples = load_config(str(run_dir.path / "config.yaml")).evaluation.bootstrap
+    record = metrics_of(run_dir, results["tasks"], results["matrix"], resamples)
     if args.json:
-        print(json.dumps({"metrics": metrics, "intervals": intervals}, indent=2))
+        print(json.dumps(record, indent=2))
         return
     console.print(matrix_table(results))
-    console.print(metrics_table(metrics, intervals))
+    console.print(metrics_table(record["metrics"], record.get("intervals")))
 
 
 def _cmd_eval(args) -> None:
@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("metrics", help="print a run's matrix and metrics")
     p.add_argument("run_dir")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for confidence intervals (0: none)")
+    p.add_argument(
+        "--bootstrap", type=int, default=None, help="resamples for the intervals (default: the run's; 0: none)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_cmd_metrics)
     return parser

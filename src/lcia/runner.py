@@ -57,6 +57,18 @@ def results_record(tasks: list[Task], stages: list[list[Task]], matrix: list[lis
     }
 
 
+def metrics_of(out: RunDir, tasks: list[str], matrix: list[list[float]], resamples: int) -> dict:
+    """The metrics of a matrix and, with ``resamples``, their paired-bootstrap 95% intervals.
+
+    The bootstrap seed is fixed, so ``lcia metrics`` reproduces the intervals a run wrote.
+    """
+    record = {"metrics": compute_metrics(matrix)}
+    if resamples:
+        scores = out.per_example_scores(tasks, len(matrix))
+        record["intervals"] = bootstrap_metrics(scores, n_resamples=resamples, seed=0)
+    return record
+
+
 @contextmanager
 def stop_on_signals():
     """SIGINT / SIGTERM set a flag that the loops check at safe points (after a step, between tasks)."""
@@ -206,11 +218,9 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                     matrix.append(list(matrix[stage - 1]))
                     out.write_json("results.json", results_record(tasks, stages, matrix))
 
-        results = results_record(tasks, stages, matrix)
-        results["metrics"] = compute_metrics(matrix)
-        if cfg.evaluation.bootstrap:
-            scores = out.per_example_scores(results["tasks"], len(matrix))
-            results["intervals"] = bootstrap_metrics(scores, n_resamples=cfg.evaluation.bootstrap, seed=cfg.seed)
+        results = results_record(tasks, stages, matrix) | metrics_of(
+            out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
+        )
         out.write_json("results.json", results)
         record["timings"]["total_seconds"] = round(
             record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
