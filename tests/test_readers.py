@@ -103,7 +103,7 @@ def test_messages_instruction_override(tmp_path):
 
 def bigbench_task(path: Path, examples: list, **header) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    task = {"canary": "BENCHMARK DATA SHOULD NEVER APPEAR", "name": "t", **header, "examples": examples}
+    task = {"canary": "(a canary line; ignored)", "name": "t", **header, "examples": examples}
     path.write_text(json.dumps(task, indent=4), encoding="utf-8")
     return path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Sequence
+from typing import Any
 
 Scorer = Callable[[str, Sequence[str]], float]
 
@@ -87,16 +88,21 @@ def extract_option(text: str) -> str | None:
     return None
 
 
-def multiple_choice(prediction: str, references: Sequence[str]) -> float:
-    """1.0 if the option letter in the prediction is a reference's letter ("The answer is B" vs "B.")."""
-    predicted = extract_option(prediction)
+def _extracted_match(prediction: str, references: Sequence[str], extract: Callable[[str], Any], what: str) -> float:
+    """1.0 if what ``extract`` finds in the prediction equals what it finds in a reference."""
+    predicted = extract(prediction)
     for ref in _references(references):
-        expected = extract_option(ref)
-        if expected is None:
-            raise ValueError(f"multiple-choice reference {ref!r} names no option letter A-E")
+        expected = extract(ref)
+        if expected is None:  # the task is set up wrong, not the model
+            raise ValueError(f"reference {ref!r} holds no {what}")
         if predicted == expected:
             return 1.0
     return 0.0
+
+
+def multiple_choice(prediction: str, references: Sequence[str]) -> float:
+    """1.0 if the option letter in the prediction is a reference's letter ("The answer is B" vs "B.")."""
+    return _extracted_match(prediction, references, extract_option, "option letter A-E")
 
 
 _NUMBER = re.compile(
@@ -120,14 +126,7 @@ def extract_number(text: str) -> float | None:
 
 def numeric_match(prediction: str, references: Sequence[str]) -> float:
     """1.0 if the first number in the prediction equals a reference's number ("3 apples" vs "three")."""
-    predicted = extract_number(prediction)
-    for ref in _references(references):
-        expected = extract_number(ref)
-        if expected is None:
-            raise ValueError(f"numeric reference {ref!r} holds no number")
-        if predicted == expected:
-            return 1.0
-    return 0.0
+    return _extracted_match(prediction, references, extract_number, "number")
 
 
 def _lcs_length(a: list[str], b: list[str]) -> int:
