@@ -53,13 +53,7 @@ def evaluate_run(
             max_length=cfg.evaluation.max_length,
             progress=progress,
         )
-        eval_dir.append(
-            f"{name}.predictions.jsonl",
-            [
-                {"task": task.name, "id": ex.id, "prediction": p, "references": list(ex.references), "score": s}
-                for ex, p, s in zip(task.test, cell.predictions, cell.scores)
-            ],
-        )
+        eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
         scores[task.name] = round(cell.score, 4)
     eval_dir.write_json(f"{name}.json", {"stage": stage, "stream": stream or cfg.stream, "scores": scores})
     return scores

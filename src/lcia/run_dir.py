@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.grid import Cell
 
@@ -88,20 +89,21 @@ class RunDir:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
 
-    def append_cell(self, cell: Cell, test_ids: list[str], references: list[tuple[str, ...]]) -> None:
+    def append_cell(self, cell: Cell, task: Task, name: str = "predictions.jsonl") -> None:
+        """One line per test example of ``task``: prediction, references, score and answering adapter."""
         self.append(
-            "predictions.jsonl",
+            name,
             [
                 {
                     "row": cell.row,
                     "task": cell.task,
-                    "id": i,
+                    "id": ex.id,
                     "prediction": p,
-                    "references": list(r),
+                    "references": list(ex.references),
                     "score": s,
                     "adapter": a,
                 }
-                for i, p, r, s, a in zip(test_ids, cell.predictions, references, cell.scores, cell.adapters)
+                for ex, p, s, a in zip(task.test, cell.predictions, cell.scores, cell.adapters)
             ],
         )
 

@@ -154,7 +154,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                         max_length=cfg.evaluation.max_length,
                         progress=progress,
                     )
-                    out.append_cell(cell, [ex.id for ex in task.test], [ex.references for ex in task.test])
+                    out.append_cell(cell, task)
                     scores.append(round(cell.score, 4))
                 matrix.append(scores)
                 record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))

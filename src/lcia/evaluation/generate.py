@@ -9,7 +9,6 @@ each adapter's examples are generated together with that adapter active.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -50,15 +49,15 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int,
     max_length: int,
-    route: Callable[[Example], str | None] | None = None,
+    adapters: list[str | None] | None = None,
     desc: str = "eval",
     progress: bool = True,
 ) -> list[str]:
-    """Greedy answers for ``examples``, in their order."""
+    """Greedy answers for ``examples``, in their order; ``adapters[i]`` answers example i (None: the active one)."""
     prompts = [fit(encode_prompt(tokenizer, ex), max_length - max_new_tokens) for ex in examples]
     by_adapter: dict[str | None, list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        by_adapter[route(ex) if route else None].append(i)
+    for i, adapter in enumerate(adapters or [None] * len(examples)):
+        by_adapter[adapter].append(i)
     answers: list[str] = [""] * len(examples)
     bar = tqdm(total=len(examples), desc=desc, disable=not progress, leave=False)
     for adapter, indices in by_adapter.items():

@@ -27,6 +27,7 @@ class Cell:
 def evaluate_task(
     model, tokenizer, task: Task, row: int, *, route=None, batch_size: int, max_length: int, progress: bool = True
 ) -> Cell:
+    adapters = [route(ex) if route else None for ex in task.test]  # routed once, recorded and used
     predictions = generate_answers(
         model,
         tokenizer,
@@ -34,11 +35,10 @@ def evaluate_task(
         max_new_tokens=task.max_new_tokens,
         batch_size=batch_size,
         max_length=max_length,
-        route=route,
+        adapters=adapters,
         desc=f"eval row {row} {task.name}",
         progress=progress,
     )
     scorer = get_scorer(task.scorer)
     scores = [scorer(p, ex.references) for p, ex in zip(predictions, task.test)]
-    adapters = [route(ex) if route else None for ex in task.test]
     return Cell(row, task.name, predictions, scores, adapters)
