@@ -18,6 +18,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     field_validator,
+    model_validator,
 )
 
 from lcia.errors import input_error
@@ -80,6 +81,16 @@ class MethodConfig(_Section):
         if value not in METHODS:
             raise ValueError(f"unknown method {value!r} (known: {', '.join(sorted(METHODS))})")
         return value
+
+    @model_validator(mode="after")
+    def _params_fit(self) -> MethodConfig:
+        from lcia.methods import build_method
+
+        try:
+            build_method(self.name, self.params)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"params of {self.name!r}: {err}") from None
+        return self
 
 
 class RunConfig(_Section):

@@ -138,9 +138,12 @@ class RunDir:
         self.rewrite_jsonl("predictions.jsonl", lambda r: r["row"] < rows)
 
     def keep_train_log(self, checkpoint: dict | None) -> None:
-        """Drop training-log lines past the checkpoint a resumed run continues from."""
+        """Drop training-log lines (and method logs such as ema_coefficients.jsonl) past the checkpoint
+        a resumed run continues from."""
         reached = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
-        self.rewrite_jsonl("train_log.jsonl", lambda r: (r["stage"], r["step"]) <= reached)
+        for path in sorted(self.path.glob("*.jsonl")):
+            if path.name != "predictions.jsonl":
+                self.rewrite_jsonl(path.name, lambda r: (r["stage"], r["step"]) <= reached)
 
     def repeat_row(self, row: int) -> None:
         """Row ``row`` of a method that never trains: the previous row's predictions, unchanged."""

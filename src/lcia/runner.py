@@ -192,6 +192,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                         resume=mid_stage,
                         should_stop=should_stop,
                         on_step=lambda r: out.append("train_log.jsonl", [r]),
+                        emit=lambda name, r: out.append(f"{name}.jsonl", [r]),
                         progress=progress,
                     )
                     steps = cfg.training.steps * len(stage_tasks)
@@ -221,6 +222,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         results = results_record(tasks, stages, matrix) | metrics_of(
             out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
         )
+        if method.summary():
+            results["method"] = method.summary()
         out.write_json("results.json", results)
         record["timings"]["total_seconds"] = round(
             record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2

@@ -19,6 +19,7 @@ A method is registered under its config name with ``@register("name")``; its con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -53,6 +54,7 @@ class TrainContext:
     tasks: list[Task]
     step: int = 0
     log: dict[str, float] = field(default_factory=dict)  # scalars the method wants in the training log
+    emit: Callable[[str, dict], None] = lambda name, record: None  # a record for the run's <name>.jsonl
 
 
 class Method:
@@ -101,6 +103,11 @@ class Method:
     def route(self, example: Example) -> str | None:
         """The adapter that answers ``example`` (None: the active one)."""
         return None
+
+    # --- reporting ----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What the method did, for results.json (e.g. counts of fallbacks, groups formed)."""
+        return {}
 
     # --- resuming ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -85,6 +85,7 @@ def train_stage(
     resume: dict | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[dict], None] | None = None,
+    emit: Callable[[str, dict], None] | None = None,
     progress: bool = True,
 ) -> dict:
     """Train ``model`` for ``steps`` optimizer steps on the encoded examples; returns the stage's statistics.
@@ -103,6 +104,8 @@ def train_stage(
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     ctx = TrainContext(model=model, optimizer=optimizer, accelerator=accelerator, stage=stage, tasks=tasks)
+    if emit is not None:
+        ctx.emit = emit
 
     start, skipped = 0, 0
     if resume is not None:
