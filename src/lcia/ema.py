@@ -71,7 +71,8 @@ def settings_for(preset: str, **overrides: Any) -> EmaSettings:
     unknown = sorted(set(overrides) - set(EmaSettings.__dataclass_fields__))
     if unknown:
         raise ValueError(
-            f"unknown parameter {unknown[0]!r} (known: preset, log_every, {', '.join(EmaSettings.__dataclass_fields__)})"
+            f"unknown parameter {unknown[0]!r} "
+            f"(known: preset, log_every, {', '.join(EmaSettings.__dataclass_fields__)})"
         )
     return replace(PRESETS[preset], **overrides)
 
