@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from lcia.config import TrainingConfig
 from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream
-from lcia.ema import PRESETS, DynamicEma, trainable
+from lcia.ema import PRESETS, DynamicEma, settings_for, trainable
 from lcia.evaluation.grid import evaluate_task
 from lcia.methods.base import Method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
@@ -38,7 +38,7 @@ class Shadow(Method):
     """Trains like seq-lora; after every step updates one EMA per preset and records coefficients."""
 
     def __init__(self, presets, evaluate, eval_at):
-        self.engines = {name: DynamicEma(PRESETS[name]) for name in presets}
+        self.engines = {name: DynamicEma(parse_preset(name)) for name in presets}
         self.coefficients = {name: {} for name in presets}  # preset -> tensor -> [raw coefficient per step]
         self.evaluate, self.eval_at, self.scores = evaluate, set(eval_at), {}
 
@@ -64,6 +64,12 @@ class Shadow(Method):
                     for n, p in params.items():
                         p.copy_(saved[n])
             ctx.model.train()
+
+
+def parse_preset(spec: str):
+    """``scaled`` or ``scaled@30`` (the preset with another multiplier)."""
+    name, _, multiplier = spec.partition("@")
+    return settings_for(name, multiplier=float(multiplier)) if multiplier else PRESETS[name]
 
 
 def describe(values: list[float]) -> dict:
@@ -138,7 +144,7 @@ def main() -> None:
     parser.add_argument("--ranks", default="4,8,32")
     parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--eval-at", default="20,40,80,160")
-    parser.add_argument("--presets", default="official,paper,scaled,fixed")
+    parser.add_argument("--presets", default="official,paper,scaled,fixed", help="names, or name@multiplier")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--test-size", type=int, default=50)

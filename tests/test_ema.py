@@ -42,7 +42,8 @@ def reference(settings, thetas, grads):
             c = settings.beta
         else:
             with_zero = dist * dgrad
-            c = settings.multiplier * (1 + big_g) / with_zero if with_zero else math.inf
+            weight = 1 if settings.stability == "one" else big_g
+            c = settings.multiplier * (weight + big_g) / with_zero if with_zero else math.inf
             if settings.form == "paper":
                 c *= scale(l1([a - b for a, b in zip(theta, thetas[t - 1])]), n)
             if not (0 < c < 1):
@@ -271,3 +272,16 @@ def test_the_callback_brings_the_dynamic_ema_to_a_stock_trainer(tiny_model_dir, 
         _, ema = reference(PRESETS["paper"], *seen[name])
         assert p.detach().flatten().tolist() == pytest.approx(ema, rel=1e-4, abs=1e-6)
     assert callback.ema.counts["updates"] == 3 * len(trained)
+
+
+def test_scaled_coefficient_ignores_the_scale_of_the_loss_and_of_the_weights():
+    thetas, grads = [[0.0, 0.1], [0.4, -0.3], [0.5, -0.2]], [[0.02, -0.01], [0.01, 0.03], [0.02, 0.01]]
+    raws = []
+    for weight_scale, loss_scale in ((1, 1), (10, 1), (1, 100)):
+        engine = DynamicEma(PRESETS["scaled"])
+        p = _param([v * weight_scale for v in thetas[0]], [v * loss_scale / weight_scale for v in grads[0]])
+        engine.update({"w": p})
+        for theta, g in zip(thetas[1:], grads[1:]):
+            _step(engine, p, [v * weight_scale for v in theta], [v * loss_scale / weight_scale for v in g])
+        raws.append(engine.last["norms"]["raw"]["w"])
+    assert raws == pytest.approx([raws[0]] * 3, rel=1e-5)

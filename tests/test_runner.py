@@ -127,3 +127,25 @@ def test_over_long_examples_are_counted_in_one_warning_per_task(tiny_config):
         len(warnings) == 2
         and "task colors: 18 of 18 training examples exceed training.max_length (16 tokens)" in warnings[0]
     )
+
+
+def test_dema_run_records_coefficients_and_fallbacks(tiny_config, tmp_path):
+    cfg = tiny_config.model_copy(
+        update={
+            "method": tiny_config.method.model_copy(update={"name": "dema", "params": {"log_every": 2}}),
+            "output_dir": str(tmp_path / "dema"),
+        }
+    )
+    result = run(cfg, progress=False, log=lambda *_: None)
+    out = RunDir(result.run_dir)
+    summary = out.read_json("results.json")["method"]
+    assert summary["preset"] == "official" and summary["settings"]["multiplier"] == 2.0
+    assert [s["stage"] for s in summary["per_stage"]] == [1, 2]
+    counts = summary["counts"]
+    assert counts["updates"] == counts["inside"] + counts["out_of_range"] + counts["nonfinite"] > 0
+    records = out.read_jsonl("ema_coefficients.jsonl")
+    assert [(r["stage"], r["step"]) for r in records] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    assert set(records[0]["coefficient"]) == set(records[0]["norms"]["raw"])
+    assert all("ema_coefficient_median" in r for r in out.read_jsonl("train_log.jsonl") if r["step"] > 1)
+    out.keep_train_log({"stage": 1, "step": 3})  # what a resumed run does: method logs are cut too
+    assert [(r["stage"], r["step"]) for r in out.read_jsonl("ema_coefficients.jsonl")] == [(1, 2)]

@@ -8,14 +8,15 @@ to its L1 norm (``norm="sum"``, as the paper and its code do, or the per-element
     official  c = m (1 + |g_t|) / (|theta_t - ema_{t-1}| |g_t - g_{t-1}|)             (weighs the new weights)
     paper     c = m (1 + |g_t|) |theta_t - theta_{t-1}| / (|theta_t - ema_{t-1}| |g_t - g_{t-1}|)
                                                                     (weighs the old EMA)
-    scaled    c = m (1 + |g_t|) |theta_t - theta_{t-1}| / (|theta_t - ema_{t-1}| |g_t - g_{t-1}|),
+    scaled    c = m 2 |g_t| |theta_t - theta_{t-1}| / (|theta_t - ema_{t-1}| |g_t - g_{t-1}|),
               norms as per-element means                            (weighs the old EMA)
 
 ``official`` is the formula of the paper's released code (multiplier 2, fallback 0.01); ``paper`` is
 the paper's closed form beta = (L' + 1) / ((theta_t - ema_{t-1}) L'') with the second derivative as the
-difference quotient (g_t - g_{t-1}) / (theta_t - theta_{t-1}). ``scaled`` is the paper's form with
-per-element means instead of sums, so that the coefficient of a tensor does not depend on its size
-(docs/ema.md derives it and shows the measurements behind it). A coefficient outside (0, 1), or not
+difference quotient (g_t - g_{t-1}) / (theta_t - theta_{t-1}). ``scaled`` is the same derivation with
+per-element means instead of sums and the stability term weighed by the gradient's own scale instead
+of the constant 1: a dimensionless coefficient that does not depend on the tensor's size, the loss's
+scale or the weights' scale (docs/ema.md derives it and shows the measurements behind it). A coefficient outside (0, 1), or not
 finite, is replaced by ``fallback`` and counted with its reason; nothing falls back silently. Then
 
     ema_t = (1 - w) ema_{t-1} + w theta_t,   w = c if the form weighs the new weights else 1 - c.
@@ -47,6 +48,7 @@ class EmaSettings:
     fallback: float = 0.01  # used when the formula leaves (0, 1); in the form's own convention
     weighs: Literal["new", "old"] = "new"  # which side the coefficient multiplies
     norm: Literal["sum", "mean"] = "sum"  # L1 norms as sums (paper, code) or per-element means
+    stability: Literal["one", "gradient"] = "one"  # weight of the stability term: 1 (paper, code) or |g|
     init: Literal["first_step", "task_start"] = "first_step"  # when each task's EMA starts
     swap_at_task_end: bool = True  # the EMA replaces the trained weights when a task ends
 
@@ -61,7 +63,7 @@ PRESETS: dict[str, EmaSettings] = {
     "fixed": EmaSettings(form="fixed", beta=0.99, weighs="old"),
     "official": EmaSettings(form="official", multiplier=2.0, fallback=0.01, weighs="new"),
     "paper": EmaSettings(form="paper", multiplier=1.0, fallback=0.99, weighs="old"),
-    "scaled": EmaSettings(form="paper", multiplier=1.0, fallback=0.99, weighs="old", norm="mean"),
+    "scaled": EmaSettings(form="paper", multiplier=1.0, fallback=0.99, weighs="old", norm="mean", stability="gradient"),
 }
 
 
@@ -168,7 +170,7 @@ class DynamicEma:
         if s.norm == "mean":
             sums = sums / torch.tensor([params[k].numel() for k in names], dtype=torch.float64)
         g, dist, dgrad = sums[0], sums[1], sums[2]
-        c = s.multiplier * (1 + g) / (dist * dgrad)
+        c = s.multiplier * ((1 if s.stability == "one" else g) + g) / (dist * dgrad)
         if s.form == "paper":
             c = c * sums[3]
         finite = torch.isfinite(c)
