@@ -16,8 +16,10 @@ the paper's closed form beta = (L' + 1) / ((theta_t - ema_{t-1}) L'') with the s
 difference quotient (g_t - g_{t-1}) / (theta_t - theta_{t-1}). ``scaled`` is the same derivation with
 per-element means instead of sums and the stability term weighed by the gradient's own scale instead
 of the constant 1: a dimensionless coefficient that does not depend on the tensor's size, the loss's
-scale or the weights' scale (docs/ema.md derives it and shows the measurements behind it). A coefficient outside (0, 1), or not
-finite, is replaced by ``fallback`` and counted with its reason; nothing falls back silently. Then
+scale or the weights' scale (docs/ema.md derives it and shows the measurements behind it).
+
+A coefficient outside (0, 1), or not finite, is replaced by ``fallback`` and counted with its reason;
+nothing falls back silently. Then
 
     ema_t = (1 - w) ema_{t-1} + w theta_t,   w = c if the form weighs the new weights else 1 - c.
 
