@@ -1,4 +1,4 @@
-"""Under sharded parameters (FSDP2 DTensors) every rank gets the coefficient of the whole tensor."""
+"""Under DDP and under sharded parameters (FSDP2 DTensors) every rank gets the same, whole-tensor coefficient."""
 
 import os
 import socket
@@ -41,10 +41,39 @@ def _rank(rank, port, preset, results):
     dist.destroy_process_group()
 
 
-def test_sharded_tensors_get_the_whole_tensors_coefficient():
+def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank, port, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)  # the same initial weights on both ranks, as DDP requires
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    engine = DynamicEma(PRESETS["scaled"])
+    data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
+    coefficients = []
+    for _ in range(4):
+        model(torch.randn(16, 4, generator=data)).pow(2).mean().backward()
+        optimizer.step()
+        engine.update(dict(model.named_parameters()))
+        coefficients.append(engine.last.get("coefficient"))
+        optimizer.zero_grad()
+    results[rank] = coefficients
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_compute_the_same_coefficients_from_their_synchronised_gradients():
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_rank, args=(_free_port(), results), nprocs=2, join=True)
+    assert results[0][1:] == results[1][1:] and len(results[0][1]) == 4
+
+
+def test_sharded_tensors_get_the_whole_tensors_coefficient():
+    port = _free_port()
     for preset in ("official", "paper", "scaled"):
         results = mp.Manager().dict()
         mp.spawn(_rank, args=(port, preset, results), nprocs=2, join=True)

@@ -141,6 +141,8 @@ def test_dema_run_records_coefficients_and_fallbacks(tiny_config, tmp_path):
     summary = out.read_json("results.json")["method"]
     assert summary["preset"] == "official" and summary["settings"]["multiplier"] == 2.0
     assert [s["stage"] for s in summary["per_stage"]] == [1, 2]
+    stages = out.read_json("manifest.json")["timings"]["stages"]
+    assert [s["method"] for s in stages] == [{k: v for k, v in s.items() if k != "stage"} for s in summary["per_stage"]]
     counts = summary["counts"]
     assert counts["updates"] == counts["inside"] + counts["out_of_range"] + counts["nonfinite"] > 0
     records = out.read_jsonl("ema_coefficients.jsonl")

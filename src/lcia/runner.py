@@ -209,6 +209,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                     log(
                         f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {trained} steps "
                         f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
+                        + "".join(f", {k} {v}" for k, v in stats.get("method", {}).items())
                     )
                 if len(matrix) > stage:
                     continue

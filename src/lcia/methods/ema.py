@@ -55,7 +55,9 @@ class _EmaBase(Method):
     def after_task(self, ctx: TrainContext) -> None:
         self.engine.finish_task(trainable(ctx.model))
         start = self._counts_at_start
-        self.per_stage.append({"stage": ctx.stage, **{k: v - start[k] for k, v in self.engine.counts.items()}})
+        counts = {k: v - start[k] for k, v in self.engine.counts.items()}
+        self.per_stage.append({"stage": ctx.stage, **counts})
+        ctx.log.update(counts)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -181,7 +181,8 @@ def train_stage(
             raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
             save(step + 1)
-    method.after_task(ctx)
+    ctx.log = {}
+    method.after_task(ctx)  # what it puts in ctx.log goes to the stage's statistics
     model.eval()
     seconds = time.perf_counter() - started
     return {
@@ -194,4 +195,5 @@ def train_stage(
         "seconds": round(seconds, 2),
         "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
         "final_loss": loss_value,
+        **({"method": ctx.log} if ctx.log else {}),
     }
