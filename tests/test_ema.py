@@ -285,3 +285,12 @@ def test_scaled_coefficient_ignores_the_scale_of_the_loss_and_of_the_weights():
             _step(engine, p, [v * weight_scale for v in theta], [v * loss_scale / weight_scale for v in g])
         raws.append(engine.last["norms"]["raw"]["w"])
     assert raws == pytest.approx([raws[0]] * 3, rel=1e-5)
+
+
+def test_a_bad_method_parameter_in_a_config_names_file_line_and_field(tmp_path):
+    from lcia.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("method:\n  name: dema\n  params:\n    preset: paperr\n", encoding="utf-8")
+    with pytest.raises(LciaError, match=r"run.yaml:3: method.params: dema: unknown EMA preset 'paperr'"):
+        load_config(str(path))

@@ -17,8 +17,8 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from lcia.errors import input_error
@@ -82,15 +82,17 @@ class MethodConfig(_Section):
             raise ValueError(f"unknown method {value!r} (known: {', '.join(sorted(METHODS))})")
         return value
 
-    @model_validator(mode="after")
-    def _params_fit(self) -> MethodConfig:
+    @field_validator("params")
+    @classmethod
+    def _params_fit(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from lcia.methods import build_method
 
-        try:
-            build_method(self.name, self.params)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"params of {self.name!r}: {err}") from None
-        return self
+        if "name" in info.data:  # a bad name is reported on its own
+            try:
+                build_method(info.data["name"], value)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{info.data['name']}: {err}") from None
+        return value
 
 
 class RunConfig(_Section):
