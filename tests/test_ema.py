@@ -294,3 +294,37 @@ def test_a_bad_method_parameter_in_a_config_names_file_line_and_field(tmp_path):
     path.write_text("method:\n  name: dema\n  params:\n    preset: paperr\n", encoding="utf-8")
     with pytest.raises(LciaError, match=r"run.yaml:3: method.params: dema: unknown EMA preset 'paperr'"):
         load_config(str(path))
+
+
+def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_model_dir):
+    from lcia.data.prompts import encode_for_training
+    from lcia.data.schema import Example
+    from lcia.data.tasks import Task
+    from lcia.models.loading import load_base_model, load_tokenizer
+    from lcia.models.lora import add_lora, lora_config
+
+    tok = load_tokenizer(tiny_model_dir)
+    model = add_lora(load_base_model(tiny_model_dir, "bfloat16"), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
+    examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
+    method = build_method("dema", {"preset": "official"})
+    recording = Recording(method)
+    train_stage(
+        model,
+        tok,
+        method,
+        [Task("colors", examples, examples[:2])],
+        [encode_for_training(tok, ex, 64) for ex in examples],
+        stage=1,
+        steps=4,
+        cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0, precision="bf16"),
+        seed=0,
+        accelerator=Accelerator(mixed_precision="bf16"),
+        progress=False,
+    )
+    assert next(model.parameters()).dtype == torch.bfloat16  # the frozen base stays bf16
+    assert all(t.dtype == torch.float32 for t in method.engine.ema.values())
+    assert all(t.dtype == torch.float32 for t in method.engine.prev_grad.values())
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            _, ema = reference(PRESETS["official"], recording.thetas[name], recording.grads[name])
+            assert p.detach().float().flatten().tolist() == pytest.approx(ema, rel=1e-3, abs=1e-5)
