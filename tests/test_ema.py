@@ -328,3 +328,14 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
         if p.requires_grad:
             _, ema = reference(PRESETS["official"], recording.thetas[name], recording.grads[name])
             assert p.detach().float().flatten().tolist() == pytest.approx(ema, rel=1e-3, abs=1e-5)
+
+
+def test_sharding_that_would_give_a_shards_coefficient_is_refused():
+    from lcia.ema import refuse_unsupported_sharding
+
+    with pytest.raises(LciaError, match="DeepSpeed"):
+        refuse_unsupported_sharding(deepspeed=True, fsdp_version=None)
+    with pytest.raises(LciaError, match="FSDP version 2"):
+        refuse_unsupported_sharding(deepspeed=False, fsdp_version=1)
+    refuse_unsupported_sharding(deepspeed=False, fsdp_version=2)
+    refuse_unsupported_sharding(deepspeed=False, fsdp_version=None)

@@ -205,5 +205,19 @@ class DynamicEma:
         self.counts = dict(state["counts"])
 
 
+def refuse_unsupported_sharding(*, deepspeed: bool, fsdp_version: int | None) -> None:
+    """Stop where the coefficient would silently be that of a shard: DeepSpeed and FSDP1.
+
+    DeepSpeed keeps gradients out of ``param.grad`` (ZeRO partitions them) and FSDP1 flattens
+    parameters into one shard per rank; FSDP2's DTensors and DDP are handled exactly.
+    """
+    if deepspeed:
+        raise LciaError(
+            "the EMA methods do not run under DeepSpeed (its gradients are not in param.grad): use DDP or FSDP2"
+        )
+    if fsdp_version is not None and fsdp_version != 2:
+        raise LciaError(f"the EMA methods need FSDP version 2 (DTensor shards), not version {fsdp_version}")
+
+
 def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}

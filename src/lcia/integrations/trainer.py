@@ -7,10 +7,11 @@
     trainer.train()   # one call per task: the EMA replaces the trained weights when it returns
 
 The EMA covers every trainable tensor and runs once per optimizer step, after the step, on the
-gradient the step used (accumulated over ``gradient_accumulation_steps``, clipped). Under DeepSpeed the
-gradients are not in ``param.grad``: the callback stops with an error instead of falling back to a fixed
-EMA. ``callback.ema.counts`` holds the fallbacks by reason and ``callback.ema.last`` the last step's
-coefficients; ``callback.ema.state_dict()`` is what to save beside a checkpoint.
+gradient the step used (accumulated over ``gradient_accumulation_steps``, clipped). Under DeepSpeed
+(gradients outside ``param.grad``) and FSDP1 (flattened shards) the callback stops with an error instead
+of computing a shard's coefficient; DDP and FSDP2 are exact. ``callback.ema.counts`` holds the
+fallbacks by reason, ``callback.ema.last`` the last step's coefficients, and
+``callback.ema.state_dict()`` is what to save beside a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lcia.ema import DynamicEma, settings_for, trainable
+from lcia.ema import DynamicEma, refuse_unsupported_sharding, settings_for, trainable
 
 
 class DynamicEmaCallback(TrainerCallback):
@@ -27,6 +28,9 @@ class DynamicEmaCallback(TrainerCallback):
         self.ema = DynamicEma(settings_for(preset, **overrides))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        refuse_unsupported_sharding(
+            deepspeed=bool(args.deepspeed), fsdp_version=int(args.fsdp_config.get("version", 2)) if args.fsdp else None
+        )
         self.ema.start_task(trainable(model))
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):

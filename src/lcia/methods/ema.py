@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from lcia.ema import DynamicEma, settings_for, trainable
+from accelerate.utils import DistributedType
+
+from lcia.ema import DynamicEma, refuse_unsupported_sharding, settings_for, trainable
 from lcia.methods.base import Capabilities, Method, TrainContext, register
 
 
@@ -37,6 +39,11 @@ class _EmaBase(Method):
         self._counts_at_start = dict(self.engine.counts)
 
     def before_task(self, ctx: TrainContext) -> None:
+        kind, state = ctx.accelerator.distributed_type, ctx.accelerator.state
+        refuse_unsupported_sharding(
+            deepspeed=kind == DistributedType.DEEPSPEED,
+            fsdp_version=state.fsdp_plugin.fsdp_version if kind == DistributedType.FSDP else None,
+        )
         self.engine.start_task(trainable(ctx.model))
         self._counts_at_start = dict(self.engine.counts)
 
