@@ -40,6 +40,27 @@ def tiny_model_dir(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture
+def tiny_lora(tiny_model_dir):
+    """Makes (tokenizer, tiny model with a fresh LoRA, a 16-example task, its encoded examples)."""
+
+    def make():
+        from lcia.data.prompts import encode_for_training
+        from lcia.data.schema import Example
+        from lcia.data.tasks import Task
+        from lcia.models.loading import load_base_model, load_tokenizer
+        from lcia.models.lora import add_lora, lora_config
+
+        tok = load_tokenizer(tiny_model_dir)
+        targets = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+        model = add_lora(load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, targets))
+        examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
+        task = Task("colors", examples, examples[:2])
+        return tok, model, task, [encode_for_training(tok, ex, 64) for ex in examples]
+
+    return make
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from lcia.checkpoint import Checkpoints
 from lcia.config import TrainingConfig
@@ -12,7 +13,6 @@ from lcia.ema import PRESETS, DynamicEma, settings_for
 from lcia.errors import Interrupted, LciaError
 from lcia.methods import build_method
 from lcia.training.loop import train_stage
-from tests.test_training import _setup
 
 
 def _param(values, grad, dtype=torch.float32):
@@ -160,8 +160,8 @@ class Recording:
         method.after_optimizer_step = after_optimizer_step
 
 
-def _train(tiny_model_dir, method, steps=5, **kwargs):
-    tok, model, task, features = _setup(tiny_model_dir)
+def _train(make, method, steps=5, **kwargs):
+    tok, model, task, features = make()
     emitted = []
     train_stage(
         model,
@@ -182,10 +182,10 @@ def _train(tiny_model_dir, method, steps=5, **kwargs):
 
 
 @pytest.mark.parametrize("preset", ["official", "paper", "scaled"])
-def test_dema_in_the_loop_with_accumulation_matches_the_formulas(tiny_model_dir, preset):
+def test_dema_in_the_loop_with_accumulation_matches_the_formulas(tiny_lora, preset):
     method = build_method("dema", {"preset": preset, "log_every": 2})
     recording = Recording(method)
-    model, emitted = _train(tiny_model_dir, method)
+    model, emitted = _train(tiny_lora, method)
     trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert len(recording.thetas) == len(trained) and all(len(v) == 5 for v in recording.thetas.values())
     for name, p in trained.items():
@@ -196,30 +196,30 @@ def test_dema_in_the_loop_with_accumulation_matches_the_formulas(tiny_model_dir,
     assert counts["updates"] == 4 * len(trained) == counts["inside"] + counts["out_of_range"] + counts["nonfinite"]
 
 
-def test_fixed_ema_method_is_the_same_code_with_a_constant(tiny_model_dir):
+def test_fixed_ema_method_is_the_same_code_with_a_constant(tiny_lora):
     method = build_method("ema", {"beta": 0.5})
     recording = Recording(method)
-    model, _ = _train(tiny_model_dir, method, steps=3)
+    model, _ = _train(tiny_lora, method, steps=3)
     name, p = next((n, p) for n, p in model.named_parameters() if p.requires_grad)
     thetas = recording.thetas[name]
     expected = [0.25 * a + 0.25 * b + 0.5 * c for a, b, c in zip(*thetas)]
     assert p.detach().flatten().tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
-def test_a_stage_resumed_mid_way_ends_with_the_same_ema(tiny_model_dir, tmp_path):
-    whole, _ = _train(tiny_model_dir, build_method("dema", {"preset": "paper"}), steps=6)
+def test_a_stage_resumed_mid_way_ends_with_the_same_ema(tiny_lora, tmp_path):
+    whole, _ = _train(tiny_lora, build_method("dema", {"preset": "paper"}), steps=6)
     checkpoints = Checkpoints(tmp_path)
     steps = iter(range(100))
     with pytest.raises(Interrupted):
         _train(
-            tiny_model_dir,
+            tiny_lora,
             build_method("dema", {"preset": "paper"}),
             steps=6,
             checkpoints=checkpoints,
             should_stop=lambda: next(steps) == 2,
         )
     method = build_method("dema", {"preset": "paper"})
-    resumed, _ = _train(tiny_model_dir, method, steps=6, checkpoints=checkpoints, resume=checkpoints.latest())
+    resumed, _ = _train(tiny_lora, method, steps=6, checkpoints=checkpoints, resume=checkpoints.latest())
     for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
     assert method.engine.counts["updates"] == 5 * sum(p.requires_grad for p in resumed.parameters())
@@ -232,13 +232,13 @@ def test_method_parameters_are_checked():
         build_method("dema", {"preset": "nope"})
 
 
-def test_the_callback_brings_the_dynamic_ema_to_a_stock_trainer(tiny_model_dir, tmp_path):
+def test_the_callback_brings_the_dynamic_ema_to_a_stock_trainer(tiny_lora, tmp_path):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from lcia.integrations import DynamicEmaCallback
     from lcia.training.loop import collate
 
-    tok, model, _, features = _setup(tiny_model_dir)
+    tok, model, _, features = tiny_lora()
     seen = {}
 
     class Record(TrainerCallback):  # runs before the EMA callback: the weights and gradients it sees
@@ -308,6 +308,7 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
     method = build_method("dema", {"preset": "official"})
     recording = Recording(method)
+    AcceleratorState._reset_state(reset_partial_state=True)  # other tests set up fp32 in this process
     train_stage(
         model,
         tok,
@@ -321,6 +322,7 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
         accelerator=Accelerator(mixed_precision="bf16"),
         progress=False,
     )
+    AcceleratorState._reset_state(reset_partial_state=True)
     assert next(model.parameters()).dtype == torch.bfloat16  # the frozen base stays bf16
     assert all(t.dtype == torch.float32 for t in method.engine.ema.values())
     assert all(t.dtype == torch.float32 for t in method.engine.prev_grad.values())

@@ -2,12 +2,7 @@ import torch
 from accelerate import Accelerator
 
 from lcia.config import TrainingConfig
-from lcia.data.prompts import encode_for_training
-from lcia.data.schema import Example
-from lcia.data.tasks import Task
 from lcia.methods.base import Method
-from lcia.models.loading import load_base_model, load_tokenizer
-from lcia.models.lora import add_lora, lora_config
 from lcia.training.loop import length_grouped_batches, train_stage
 
 
@@ -32,17 +27,8 @@ class Recorder(Method):
         self.calls.append("after_task")
 
 
-def _setup(tiny_model_dir):
-    tok = load_tokenizer(tiny_model_dir)
-    model = add_lora(
-        load_base_model(tiny_model_dir), lora_config(8, 16, 0.0, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
-    )
-    examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
-    return tok, model, Task("colors", examples, examples[:2]), [encode_for_training(tok, ex, 64) for ex in examples]
-
-
-def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_model_dir):
-    tok, model, task, examples = _setup(tiny_model_dir)
+def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_lora):
+    tok, model, task, examples = tiny_lora()
     method = Recorder()
     logged = []
     stats = train_stage(
@@ -64,8 +50,8 @@ def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_model_dir):
     assert stats["tokens"] > 0 and stats["examples"] == 16
 
 
-def test_training_learns_and_touches_only_lora(tiny_model_dir):
-    tok, model, task, examples = _setup(tiny_model_dir)
+def test_training_learns_and_touches_only_lora(tiny_lora):
+    tok, model, task, examples = tiny_lora()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     logged = []
     train_stage(
