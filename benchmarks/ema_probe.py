@@ -32,6 +32,7 @@ from lcia.evaluation.grid import evaluate_task
 from lcia.methods.base import Method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import add_lora, lora_config
+from lcia.training.loop import train_stage
 
 
 class Shadow(Method):
@@ -102,8 +103,6 @@ def probe_rank(rank, args, tokenizer, task, features):
 
     method = Shadow(args.presets, evaluate, args.eval_at)
     cfg = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, checkpoint_every=0)
-    from lcia.training.loop import train_stage
-
     started = time.perf_counter()
     train_stage(
         model,
