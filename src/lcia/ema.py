@@ -142,6 +142,7 @@ class DynamicEma:
             self._remember(names, theta, grad)
             return
         ema = [self.ema[n] for n in names]
+        self.counts["updates"] += len(names)
         coefficient, norms = self._coefficients(names, params, theta, grad, ema)
         weight = coefficient if self.settings.weighs == "new" else 1.0 - coefficient
         for e, t, w in zip(ema, theta, weight.tolist()):
@@ -157,11 +158,9 @@ class DynamicEma:
     def _coefficients(self, names, params, theta, grad, ema) -> tuple[torch.Tensor, dict]:
         s, n = self.settings, len(names)
         if s.form == "fixed":
-            self.counts["updates"] += n
             self.counts["inside"] += n
             return torch.full((n,), s.beta, dtype=torch.float64), {}
         if not self.prev_grad:  # init="task_start": no previous gradient on the first step
-            self.counts["updates"] += n
             self.counts["first_step"] += n
             return torch.full((n,), s.fallback, dtype=torch.float64), {}
         rows = [grad, torch._foreach_sub(theta, ema), torch._foreach_sub(grad, [self.prev_grad[k] for k in names])]
@@ -177,7 +176,6 @@ class DynamicEma:
             c = c * sums[3]
         finite = torch.isfinite(c)
         inside = finite & (c > 0) & (c < 1)
-        self.counts["updates"] += n
         self.counts["inside"] += int(inside.sum())
         self.counts["nonfinite"] += int((~finite).sum())
         self.counts["out_of_range"] += int((finite & ~inside).sum())

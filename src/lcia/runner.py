@@ -223,8 +223,9 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         results = results_record(tasks, stages, matrix) | metrics_of(
             out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
         )
-        if method.summary():
-            results["method"] = method.summary()
+        summary = method.summary()
+        if summary:
+            results["method"] = summary
         out.write_json("results.json", results)
         record["timings"]["total_seconds"] = round(
             record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2

@@ -10,10 +10,11 @@ trained weights. ``lcia.ema`` holds the formulas; the presets are
           preset=paper     the paper's closed form, difference-quotient second derivative, on the old EMA
           preset=scaled    the paper's form on per-element means: the same coefficient for any tensor size
 
-Stores the EMA, the previous gradient (and weights, for the paper's form) in fp32: three copies of the
-adapter. Any field of ``lcia.ema.EmaSettings`` can be overridden in ``method.params`` (``multiplier``,
-``fallback``, ``init``, ``norm``, ...). Logs per step the share of coefficients inside (0, 1) and their
-median, and every ``log_every`` steps each tensor's coefficient and L1 norms to ema_coefficients.jsonl.
+Stores the EMA and the previous gradient (and weights, for ``paper`` and ``scaled``) in fp32: two or
+three copies of the adapter. Any field of ``lcia.ema.EmaSettings`` can be overridden in
+``method.params`` (``multiplier``, ``fallback``, ``init``, ``norm``, ...). Logs per step the share of
+coefficients inside (0, 1) and their median, and every ``log_every`` steps each tensor's coefficient
+and L1 norms to ema_coefficients.jsonl.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ class _EmaBase(Method):
         self.engine = DynamicEma(settings_for(preset or self.default_preset, **overrides))
         self.preset = preset or self.default_preset
         self.log_every = log_every
-        self.per_stage: list[dict] = []
-        self._counts_at_start = dict(self.engine.counts)
+        self.per_stage: list[dict] = []  # the engine's counts of each finished stage
 
     def before_task(self, ctx: TrainContext) -> None:
         kind, state = ctx.accelerator.distributed_type, ctx.accelerator.state
@@ -45,7 +45,6 @@ class _EmaBase(Method):
             fsdp_version=state.fsdp_plugin.fsdp_version if kind == DistributedType.FSDP else None,
         )
         self.engine.start_task(trainable(ctx.model))
-        self._counts_at_start = dict(self.engine.counts)
 
     def after_optimizer_step(self, ctx: TrainContext) -> None:
         self.engine.update(trainable(ctx.model))
@@ -61,8 +60,7 @@ class _EmaBase(Method):
 
     def after_task(self, ctx: TrainContext) -> None:
         self.engine.finish_task(trainable(ctx.model))
-        start = self._counts_at_start
-        counts = {k: v - start[k] for k, v in self.engine.counts.items()}
+        counts = {k: v - sum(s[k] for s in self.per_stage) for k, v in self.engine.counts.items()}
         self.per_stage.append({"stage": ctx.stage, **counts})
         ctx.log.update(counts)
 
@@ -75,12 +73,11 @@ class _EmaBase(Method):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine.state_dict(), "per_stage": self.per_stage, "at_start": self._counts_at_start}
+        return {"engine": self.engine.state_dict(), "per_stage": self.per_stage}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
         self.per_stage = list(state["per_stage"])
-        self._counts_at_start = dict(state["at_start"])
 
 
 @register("ema")
