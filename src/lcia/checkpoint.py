@@ -118,10 +118,12 @@ class Checkpoints:
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def restore(self, progress: dict, model, method, optimizer=None, scheduler=None) -> None:
-        """Load a checkpoint's weights, method state and (mid-stage) optimizer, scheduler and RNG."""
+    def restore(self, progress: dict, model, method) -> None:
+        """Load a checkpoint's method state (letting the method rebuild its adapters), weights and RNG."""
         folder = Path(progress["folder"])
         refuse_pickles(folder)
+        method.load_state_dict(load_state(folder, "method"))
+        method.restore_model(model)
         weights = load_file(str(folder / "weights.safetensors"))
         missing = set(adapter_weights(model)) - set(weights)
         if missing:
@@ -132,8 +134,10 @@ class Checkpoints:
             for name, param in model.named_parameters():
                 if name in weights:
                     param.copy_(weights[name])
-        method.load_state_dict(load_state(folder, "method"))
         torch.set_rng_state(load_state(folder, "rng")["torch"])
-        if optimizer is not None:
-            optimizer.load_state_dict(load_state(folder, "optimizer"))
-            scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
+
+    def restore_optimizer(self, progress: dict, optimizer, scheduler) -> None:
+        """A mid-stage checkpoint's AdamW and scheduler state."""
+        folder = Path(progress["folder"])
+        optimizer.load_state_dict(load_state(folder, "optimizer"))
+        scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))

@@ -5,7 +5,10 @@ manifest.json        versions, git commit, seed, hardware, timings per stage and
 results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
 predictions.jsonl    one line per (row, task, test example): prediction, references, score
 train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
-adapters/stage-K/    the PEFT adapter after stage K (adapter_config.json + safetensors)
+<name>.jsonl         a method's own log (e.g. ema_coefficients.jsonl, grouping.jsonl)
+<name>.json          a method's artifacts (e.g. codebook.json), also kept in each adapters/stage-K/
+adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
+                     subfolder per adapter when a method keeps several)
 checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
 .lock                held by the process writing the run
 """
@@ -64,6 +67,9 @@ class RunDir:
             raise LciaError(
                 f"{self.path}: holds a run; resume it with --resume, choose another output_dir or pass --overwrite"
             )
+        ours = (self.path / "manifest.json").exists()  # a previous run: its method logs and files go too
+        for path in self.path.glob("*.json*") if ours else ():
+            path.unlink()
         for name in ("predictions.jsonl", "train_log.jsonl", "results.json"):
             (self.path / name).unlink(missing_ok=True)
         for folder in ("checkpoints", "adapters", "eval"):

@@ -62,7 +62,7 @@ def generate_answers(
     bar = tqdm(total=len(examples), desc=desc, disable=not progress, leave=False)
     for adapter, indices in by_adapter.items():
         if adapter is not None:
-            model.set_adapter(adapter)
+            model.set_adapter(adapter, inference_mode=True)
         indices = sorted(indices, key=lambda i: len(prompts[i]))
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]

@@ -10,7 +10,10 @@ The training loop (``lcia.training.loop``) calls, in order, for every stage of t
     after_task(ctx)                       once, after the last step
 
 and the evaluator asks ``route(example)`` which adapter answers each test example. ``state_dict`` /
-``load_state_dict`` carry everything a method needs to resume. Methods never touch files or the CLI.
+``load_state_dict`` carry everything a method needs to resume, and ``restore_model`` rebuilds in a
+fresh model what that state implies (e.g. the adapters of later groups) before weights are loaded.
+Methods never touch files or the CLI: what they want kept goes through ``ctx.emit`` (JSON lines),
+``summary`` (results.json) and ``artifacts`` (JSON files the runner writes beside each stage's adapters).
 
 A method is registered under its config name with ``@register("name")``; its constructor takes the
 ``method.params`` of the run config as keyword arguments.
@@ -48,7 +51,7 @@ class TrainContext:
     """What the hooks see of the training loop. ``step`` counts optimizer steps within the stage."""
 
     model: PreTrainedModel
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None in before_task: the optimizer takes what it leaves trainable
     accelerator: Accelerator
     stage: int  # 1-based
     tasks: list[Task]
@@ -65,7 +68,7 @@ class Method:
 
     def __init__(self, **params: Any):
         if params:
-            raise TypeError(f"method {self.name!r} takes no parameters, got {sorted(params)}")
+            raise TypeError(f"method {self.name!r} got unknown parameters {sorted(params)}")
 
     # --- the stream -------------------------------------------------------------------------------
     def stages(self, tasks: list[Task]) -> list[list[Task]]:
@@ -104,9 +107,17 @@ class Method:
         """The adapter that answers ``example`` (None: the active one)."""
         return None
 
+    def task_adapters(self) -> dict[str, str]:
+        """The adapter each trained task's test instances should be routed to (scores routing accuracy)."""
+        return {}
+
     # --- reporting ----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What the method did, for results.json (e.g. counts of fallbacks, groups formed)."""
+        return {}
+
+    def artifacts(self) -> dict[str, Any]:
+        """JSON files (name -> content) kept in the run directory and with each stage's adapters."""
         return {}
 
     # --- resuming ----------------------------------------------------------------------------------
@@ -115,6 +126,9 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def restore_model(self, model: PreTrainedModel) -> None:
+        """After ``load_state_dict`` on resume: rebuild in ``model`` what the state implies (default: nothing)."""
 
 
 METHODS: dict[str, type[Method]] = {}

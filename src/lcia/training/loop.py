@@ -99,22 +99,26 @@ def train_stage(
     generator = torch.Generator().manual_seed(seed * 1000 + stage)
     batches = batch_indices([len(f.input_ids) for f in features], cfg.batch_size, generator)
 
+    ctx = TrainContext(model=model, optimizer=None, accelerator=accelerator, stage=stage, tasks=tasks)
+    if emit is not None:
+        ctx.emit = emit
+    if resume is not None:
+        checkpoints.restore(resume, model, method)
+    else:
+        method.before_task(ctx)  # may add or switch adapters: the optimizer takes what it leaves trainable
+
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    ctx = TrainContext(model=model, optimizer=optimizer, accelerator=accelerator, stage=stage, tasks=tasks)
-    if emit is not None:
-        ctx.emit = emit
+    ctx.optimizer = optimizer
 
     start, skipped = 0, 0
     if resume is not None:
-        checkpoints.restore(resume, model, method, optimizer, scheduler)
+        checkpoints.restore_optimizer(resume, optimizer, scheduler)
         start, skipped = resume["step"], resume["skipped_steps"]
         for _ in range(start * cfg.grad_accum):  # the batches the interrupted run already trained on
             next(batches)
-    else:
-        method.before_task(ctx)
 
     def save(step: int) -> None:
         if checkpoints is not None:
