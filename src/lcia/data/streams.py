@@ -25,7 +25,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from lcia.data.paraphrases import DIVERSE
 from lcia.data.readers import read_examples
+from lcia.data.schema import Example
 from lcia.data.tasks import Task, split_examples
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.scorers import SCORERS
@@ -41,6 +43,8 @@ class TaskSpec(BaseModel):
     bigbench: str | None = None  # a task.json under the installed bigbench/benchmark_tasks
     format: Literal["auto", "alpaca", "prompt-completion", "messages", "bigbench"] = "auto"
     instruction: str | None = None  # overrides the file's instructions
+    instructions: list[str] | None = None  # paraphrases, cycled over train and test examples (overrides the file's)
+    test_instructions: list[str] | None = None  # paraphrases seen only by test examples (with ``instructions``)
     short_instruction: bool = False  # Natural-Instructions: only the "Prompt:" sentence of task_prefix
     input_template: str | None = None  # e.g. "Question: {input}": wraps every example's input
     scorer: str = "exact"
@@ -63,6 +67,10 @@ class TaskSpec(BaseModel):
             raise ValueError("give exactly one of 'train' (a data file) or 'bigbench' (a packaged task)")
         if self.test is not None and self.train is None:
             raise ValueError("'test' needs 'train'")
+        if self.instructions is not None and (self.instruction is not None or not self.instructions):
+            raise ValueError("give either 'instruction' or a non-empty list of 'instructions', not both")
+        if self.test_instructions and not self.instructions:
+            raise ValueError("'test_instructions' needs 'instructions'")
         return self
 
 
@@ -153,6 +161,9 @@ BUILTIN_STREAMS: dict[str, list[str]] = {
     # Two instruction families (word-forms, qasc: one shared instruction each) among tasks unlike any other.
     "ni-cit": ["add2", "plural", "intent", "qasc-overlap", "past-tense", "parentheses", "qasc-answer", "sentiment"],
 }
+# The same tasks, each with several paraphrased instructions (lcia.data.paraphrases).
+BUILTIN_STREAMS["ni-cit-diverse"] = BUILTIN_STREAMS["ni-cit"]
+DIVERSE_STREAMS = {"ni-cit-diverse"}
 
 
 def bigbench_dir() -> Path:
@@ -165,6 +176,11 @@ def bigbench_dir() -> Path:
 def _prompt_sentence(instruction: str) -> str:
     match = re.search(r"Prompt:\s*(.+)$", instruction, re.S)
     return match.group(1).strip() if match else instruction
+
+
+def _cycle_instructions(examples: list[Example], instructions: list[str]) -> list[Example]:
+    """Example i takes paraphrase i mod k: each paraphrase gets an equal share, deterministically."""
+    return [replace(ex, instruction=instructions[i % len(instructions)]) for i, ex in enumerate(examples)]
 
 
 def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | None, split_seed: int) -> Task:
@@ -189,6 +205,9 @@ def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | 
         train, test = split_examples(
             examples, min(test_size, len(examples) // 2), train_size, f"{split_seed}/{spec.name}", spec.balance
         )
+    if spec.instructions:
+        train = _cycle_instructions(train, spec.instructions)
+        test = _cycle_instructions(test, spec.instructions + (spec.test_instructions or []))
     return Task(
         name=spec.name,
         train=train,
@@ -201,6 +220,14 @@ def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | 
 
 def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
     """The task specs of a built-in stream name or a stream YAML file, and the folder paths are relative to."""
+    if stream in DIVERSE_STREAMS:
+        specs = [
+            BUILTIN_TASKS[name].model_copy(
+                update={"instruction": None, "instructions": DIVERSE[name][0], "test_instructions": DIVERSE[name][1]}
+            )
+            for name in BUILTIN_STREAMS[stream]
+        ]
+        return specs, Path.cwd()
     if stream in BUILTIN_STREAMS:
         return [BUILTIN_TASKS[name] for name in BUILTIN_STREAMS[stream]], Path.cwd()
     if not stream.endswith((".yaml", ".yml")):
