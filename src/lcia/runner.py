@@ -2,7 +2,7 @@
 
     row 0                 evaluate the untrained model on every task
     for each stage k:     train (method hooks around the loop) -> checkpoint + adapter -> row k
-    at the end            metrics with bootstrap intervals -> results.json
+    at the end            metrics with bootstrap intervals (and routing accuracy) -> results.json
 
 Every task is evaluated in every row, future tasks included, so the matrix is complete. All data is
 read, validated and tokenised before the model is loaded, so bad input fails in seconds, not hours in.
@@ -30,6 +30,7 @@ from lcia.data.tasks import Task
 from lcia.errors import Interrupted
 from lcia.evaluation.grid import evaluate_task
 from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
+from lcia.evaluation.routing import routing_accuracy
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
@@ -202,6 +203,9 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                         method,
                     )
                     model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
+                    for name, data in method.artifacts().items():  # beside the run and the stage's adapters
+                        out.write_json(name, data)
+                        RunDir(out.adapter_dir(stage)).write_json(name, data)
                     record["timings"]["stages"].append(
                         {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
                     )
@@ -226,6 +230,10 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         summary = method.summary()
         if summary:
             results["method"] = summary
+        if method.task_adapters():
+            results["routing"] = routing_accuracy(
+                out.read_jsonl("predictions.jsonl"), method.task_adapters(), results["stages"]
+            )
         out.write_json("results.json", results)
         record["timings"]["total_seconds"] = round(
             record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
