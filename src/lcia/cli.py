@@ -1,4 +1,4 @@
-"""``lcia run | eval | metrics``: parses arguments and calls the library (no logic lives here)."""
+"""``lcia run | eval | metrics | route | ask``: parses arguments and calls the library (no logic lives here)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def _cmd_run(args) -> None:
     results = RunDir(result.run_dir).read_json("results.json")
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
+    if "routing" in results:
+        groups = results["method"]["grouping"]["groups"]
+        console.print(
+            f"{len(groups)} groups: " + "; ".join(f"{g['adapter']} ({', '.join(g['tasks'])})" for g in groups),
+            soft_wrap=True,
+        )
+        console.print(f"routing accuracy (last row): {results['routing']['final']:.3f}")
     console.print(
         f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)"
     )
@@ -76,6 +83,36 @@ def _cmd_eval(args) -> None:
     scores = evaluate_run(args.run_dir, stage=args.stage, stream=args.stream, progress=not args.quiet)
     for task, score in scores.items():
         console.print(f"{task}: {score:.3f}")
+
+
+def _cmd_route(args) -> None:
+    from rich.table import Table
+
+    from lcia.trained_run import TrainedRun
+
+    trained = TrainedRun(args.run_dir, args.stage)
+    adapter, scores = trained.route(args.instruction)
+    if adapter is None:
+        console.print(f"{args.run_dir} keeps one adapter (no codebook): it answers every instruction")
+        return
+    table = Table(
+        "group", "similarity", "tasks", title=f"routing (nearest instruction, {trained.codebook.similarity.name})"
+    )
+    for group in sorted(trained.codebook.groups, key=lambda g: -scores[g.adapter]):
+        mark = " <-" if group.adapter == adapter else ""
+        table.add_row(group.adapter + mark, f"{scores[group.adapter]:.3f}", ", ".join(group.tasks))
+    console.print(table)
+
+
+def _cmd_ask(args) -> None:
+    from lcia.trained_run import TrainedRun
+
+    trained = TrainedRun(args.run_dir, args.stage)
+    adapter, answer = trained.ask(args.instruction, args.input, args.max_new_tokens)
+    if adapter is not None:
+        tasks = ", ".join(trained.codebook.group(adapter).tasks)
+        console.print(f"[dim]{adapter} ({tasks})[/]", soft_wrap=True)
+    print(answer)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("route", help="which group (adapter) of a run an instruction goes to, with the similarities")
+    p.add_argument("run_dir")
+    p.add_argument("instruction")
+    p.add_argument("--stage", type=int, default=None, help="the codebook after this stage (default: the last)")
+    p.set_defaults(func=_cmd_route)
+
+    p = sub.add_parser("ask", help="answer with a trained run: the instruction routed to its group's adapter")
+    p.add_argument("run_dir")
+    p.add_argument("instruction")
+    p.add_argument("--input", default="", help="the instance (e.g. the question); empty: the instruction alone")
+    p.add_argument("--stage", type=int, default=None, help="the adapters after this stage (default: the last)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=_cmd_ask)
     return parser
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
+
+from lcia.errors import input_error
 
 
 def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]) -> LoraConfig:
@@ -13,3 +17,25 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]) -
 def add_lora(model: PreTrainedModel, config: LoraConfig, adapter_name: str = "default") -> PeftModel:
     """Wrap ``model`` with a fresh LoRA adapter; only the adapter's tensors are trainable."""
     return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def load_adapters(model: PreTrainedModel, folder: Path) -> PeftModel:
+    """Load a saved stage's adapter(s) with plain PEFT: one adapter at the folder's root, or one per subfolder."""
+    from lcia.checkpoint import refuse_pickles
+
+    folders = [folder] if (folder / "adapter_config.json").exists() else adapter_subfolders(folder)
+    if not folders:
+        raise input_error("no adapter_config.json here or in a subfolder", file=folder)
+    peft_model = None
+    for path in folders:
+        refuse_pickles(path)  # PEFT would fall back to a pickled adapter_model.bin
+        name = "default" if path == folder else path.name
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            peft_model.load_adapter(str(path), adapter_name=name)
+    return peft_model
+
+
+def adapter_subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if (p / "adapter_config.json").exists())

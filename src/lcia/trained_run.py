@@ -1,0 +1,72 @@
+"""A finished run used again: its stage's adapters in the base model, each request routed as in the run.
+
+``lcia eval`` scores it on any stream, ``lcia route`` shows which group an instruction goes to (with
+the similarity to each group), and ``lcia ask`` answers with the routed adapter: the trained run as
+an assistant. A run without a codebook (one adapter) answers everything with that adapter.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from lcia.config import RunConfig, load_config
+from lcia.data.schema import Example
+from lcia.errors import input_error
+from lcia.evaluation.generate import generate_answers
+from lcia.grouping import Codebook, build_similarity
+from lcia.models.loading import load_base_model, load_tokenizer
+from lcia.models.lora import load_adapters
+from lcia.run_dir import RunDir
+
+
+class TrainedRun:
+    def __init__(self, run_dir: str, stage: int | None = None):
+        self.out = RunDir(run_dir)
+        self.cfg: RunConfig = load_config(str(self.out.path / "config.yaml"))
+        folder = self.out.path / "adapters"
+        stages = sorted(int(p.name.split("-")[1]) for p in folder.glob("stage-*")) if folder.exists() else []
+        if stage is None and stages:
+            stage = stages[-1]
+        if stage is not None and stage not in stages:
+            raise input_error(f"no adapter for stage {stage} (saved: {stages or 'none'})", file=folder)
+        self.stage = stage  # None: the base model (a run that never trained)
+        self.codebook = None
+        if stage is not None and (self.out.adapter_dir(stage) / "codebook.json").exists():
+            data = RunDir(self.out.adapter_dir(stage)).read_json("codebook.json")
+            self.codebook = Codebook.from_json(data, build_similarity(data["similarity"]))
+
+    def route(self, instruction: str) -> tuple[str | None, dict[str, float]]:
+        """The adapter that answers ``instruction`` and each group's similarity (none without a codebook)."""
+        if self.codebook is None or not self.codebook.groups:
+            return None, {}
+        return self.codebook.route(instruction)
+
+    def route_example(self, example: Example) -> str | None:
+        return self.route(example.instruction)[0]
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.cfg.model.name_or_path)
+
+    @cached_property
+    def model(self):
+        model = load_base_model(self.cfg.model.name_or_path, self.cfg.model.dtype)
+        if self.stage is not None:
+            model = load_adapters(model, self.out.adapter_dir(self.stage))
+        return model.eval()
+
+    def ask(self, instruction: str, input: str = "", max_new_tokens: int = 64) -> tuple[str | None, str]:
+        """Greedy answer of the routed adapter: (adapter, answer)."""
+        example = Example(instruction=instruction, input=input, output="")
+        adapter = self.route_example(example)
+        [answer] = generate_answers(
+            self.model,
+            self.tokenizer,
+            [example],
+            max_new_tokens=max_new_tokens,
+            batch_size=1,
+            max_length=self.cfg.evaluation.max_length,
+            adapters=[adapter],
+            progress=False,
+        )
+        return adapter, answer
