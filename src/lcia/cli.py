@@ -102,6 +102,8 @@ def _cmd_route(args) -> None:
         mark = " <-" if group.adapter == adapter else ""
         table.add_row(group.adapter + mark, f"{scores[group.adapter]:.3f}", ", ".join(group.tasks))
     console.print(table)
+    if scores[adapter] == 0:
+        console.print(f"nothing in the codebook is similar: {adapter}, the first of the tied groups, answers")
 
 
 def _cmd_ask(args) -> None:

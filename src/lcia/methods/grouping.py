@@ -42,9 +42,9 @@ def copy_adapter(model, source: str, target: str) -> None:
 
 @register("grouping")
 class Grouping(Method):
-    # DDP: every rank makes the same decisions from the same instructions. Sharded: adding an adapter
-    # mid-run would need the model re-wrapped.
-    capabilities = Capabilities(ddp=True, sharded=False)
+    # Every rank would make the same decisions from the same instructions, but an adapter added mid-run
+    # is not in a DDP or FSDP wrapper built before it: not declared until the runner re-wraps the model.
+    capabilities = Capabilities(ddp=False, sharded=False)
 
     def __init__(self, similarity: str = "tfidf", threshold: float | str = "original", init: str = "fresh", **params):
         super().__init__(**params)
