@@ -105,7 +105,7 @@ def test_bad_grouping_parameters_name_the_field(tmp_path):
 
 @pytest.mark.parametrize("init", ["fresh", "fork"])
 def test_a_new_group_starts_fresh_or_forked_from_the_last_adapter(tiny_model_dir, init):
-    method = build_method("grouping", {"init": init})
+    method = build_method("grouping", {"adapter_init": init})
     model = method.setup(load_base_model(tiny_model_dir), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
     ctx = TrainContext(model=model, optimizer=None, accelerator=Accelerator(), stage=1, tasks=[])
     for stage, instruction in enumerate(["Name the color.", "Repeat the word."], start=1):

@@ -80,7 +80,7 @@ class EmbeddingSimilarity(Similarity):
     name = "embedding"
 
     def __init__(self, model_dir: str | None = None):
-        self.model_dir = model_dir
+        self.model_dir = model_dir or minilm_dir()  # a missing package fails when the config is read
         self._model = None
         self._vectors: dict[str, np.ndarray] = {}
 
@@ -90,7 +90,7 @@ class EmbeddingSimilarity(Similarity):
             if self._model is None:  # loaded on first use: building a config must stay fast
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self.model_dir or minilm_dir(), device="cpu")
+                self._model = SentenceTransformer(self.model_dir, device="cpu")
             vectors = self._model.encode(new, normalize_embeddings=True, convert_to_numpy=True)
             self._vectors.update(zip(new, vectors))
         return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 384))

@@ -7,11 +7,11 @@ instruction to the group holding the most similar one, and answered by that grou
 ``lcia`` trains with the dynamic EMA of ``dema`` on the active group's adapter (the paper's full method).
 
 Parameters (``method.params``):
-    similarity  tfidf (default: the official code's TF-IDF cosine) | embedding (all-MiniLM-L6-v2)
-    threshold   a number, or a preset of the backend: original (tfidf 0.90, embedding 0.75; the default)
-                | diverse (tfidf 0.30, embedding 0.50), for streams with paraphrased instructions
-    init        fresh (default: a new group's adapter starts as PEFT initialises LoRA, i.e. at the base
-                model, as the paper's figure) | fork (a copy of the adapter trained last, as the official code)
+    similarity    tfidf (default: the official code's TF-IDF cosine) | embedding (all-MiniLM-L6-v2)
+    threshold     a number, or a preset of the backend: original (tfidf 0.90, embedding 0.75; the default)
+                  | diverse (tfidf 0.30, embedding 0.50), for streams with paraphrased instructions
+    adapter_init  fresh (default: a new group's adapter starts as PEFT initialises LoRA, i.e. at the base
+                  model, as the paper's figure) | fork (a copy of the adapter trained last, as the official code)
     ``lcia`` also takes every ``dema`` parameter (preset, multiplier, fallback, ...).
 
 Stores the codebook (a few strings per group) and one adapter per group: memory and saved size grow
@@ -46,12 +46,14 @@ class Grouping(Method):
     # is not in a DDP or FSDP wrapper built before it: not declared until the runner re-wraps the model.
     capabilities = Capabilities(ddp=False, sharded=False)
 
-    def __init__(self, similarity: str = "tfidf", threshold: float | str = "original", init: str = "fresh", **params):
+    def __init__(
+        self, similarity: str = "tfidf", threshold: float | str = "original", adapter_init: str = "fresh", **params
+    ):
         super().__init__(**params)
-        if init not in ("fresh", "fork"):
-            raise ValueError(f"init must be 'fresh' or 'fork', got {init!r}")
+        if adapter_init not in ("fresh", "fork"):
+            raise ValueError(f"adapter_init must be 'fresh' or 'fork', got {adapter_init!r}")
         self.codebook = Codebook(build_similarity(similarity), resolve_threshold(similarity, threshold))
-        self.init = init
+        self.adapter_init = adapter_init
         self.active = "group-0"  # the adapter being trained (created by setup, before any group exists)
         self.decisions: list[dict] = []
 
@@ -70,7 +72,7 @@ class Grouping(Method):
         else:
             adapter = f"group-{len(self.codebook.groups)}"
             model.add_adapter(adapter, self.lora)
-            if self.init == "fork":
+            if self.adapter_init == "fork":
                 copy_adapter(model, self.active, adapter)
         model.set_adapter(adapter)
         self.active = adapter
@@ -95,7 +97,7 @@ class Grouping(Method):
         return self.codebook.task_adapters()
 
     def summary(self) -> dict[str, Any]:
-        return super().summary() | {"grouping": {**self.codebook.to_json(), "init": self.init}}
+        return super().summary() | {"grouping": {**self.codebook.to_json(), "adapter_init": self.adapter_init}}
 
     def artifacts(self) -> dict[str, Any]:
         return {"codebook.json": self.codebook.to_json() | {"decisions": self.decisions}}
