@@ -67,6 +67,22 @@ class DataConfig(_Section):
     test_size: PositiveInt = 50  # test examples per task (a task may set its own)
     train_size: PositiveInt | None = None  # cap on training examples per task
     split_seed: int = 0  # seeds the train/test splits, independently of the training seed
+    order: Literal["original", "reverse", "alphabetical"] = "original"  # the order tasks are trained in
+
+
+class LoggingConfig(_Section):
+    tensorboard: bool = False  # losses, learning rate, method scalars and scores under <run>/tensorboard/
+    wandb: bool = False  # the same to Weights & Biases (needs the wandb package; mode from WANDB_MODE)
+    wandb_project: str = "lcia"
+
+    @field_validator("wandb")
+    @classmethod
+    def _wandb_installed(cls, value: bool) -> bool:
+        import importlib.util
+
+        if value and importlib.util.find_spec("wandb") is None:
+            raise ValueError("the wandb package is not installed (pip install wandb)")
+        return value
 
 
 class MethodConfig(_Section):
@@ -103,6 +119,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     seed: int = 0
     output_dir: str | None = None  # default: runs/<stream>-<method>-seed<seed>
     threads: PositiveInt | None = None  # torch intra-op threads (default: torch's choice)
@@ -111,7 +128,8 @@ class RunConfig(_Section):
         if self.output_dir:
             return self.output_dir
         stream = self.stream.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
-        return f"runs/{stream}-{self.method.name}-seed{self.seed}"
+        order = "" if self.data.order == "original" else f"-{self.data.order}"
+        return f"runs/{stream}-{self.method.name}-seed{self.seed}{order}"
 
 
 def _apply_override(data: dict, assignment: str) -> tuple:

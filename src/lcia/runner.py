@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from transformers import set_seed
 from lcia.checkpoint import Checkpoints
 from lcia.config import RunConfig
 from lcia.data.prompts import encode_for_training
-from lcia.data.streams import load_stream
+from lcia.data.streams import load_stream, order_tasks
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted
 from lcia.evaluation.grid import evaluate_task
@@ -34,6 +34,7 @@ from lcia.evaluation.routing import routing_accuracy
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
+from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
@@ -95,7 +96,9 @@ def run(
 def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) -> RunResult:
     started = time.perf_counter()
     out = RunDir(cfg.run_dir())
-    tasks = load_stream(cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed)
+    tasks = order_tasks(
+        load_stream(cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed), cfg.data.order
+    )
     method = build_method(cfg.method.name, cfg.method.params)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     encoded = {ex: encode_for_training(tokenizer, ex, cfg.training.max_length) for task in tasks for ex in task.train}
@@ -138,105 +141,117 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         model.eval()
         stages = method.stages(tasks)
 
-        with stop_on_signals() as should_stop:
+        ends = [cfg.training.steps * sum(map(len, stages[:k])) for k in range(len(stages) + 1)]  # global steps
+        resumed_at = ends[latest["stage"] - 1] + latest["step"] if latest else None
+        with closing(RunLoggers(cfg, out.path, resumed_at)) as loggers:
+            with stop_on_signals() as should_stop:
 
-            def evaluate_row(row: int) -> None:
-                t0, scores = time.perf_counter(), []
-                for task in tasks:
-                    if should_stop():
-                        raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
-                    cell = evaluate_task(
-                        model,
-                        tokenizer,
-                        task,
-                        row,
-                        route=method.route,
-                        batch_size=cfg.evaluation.batch_size,
-                        max_length=cfg.evaluation.max_length,
-                        progress=progress,
-                    )
-                    out.append_cell(cell, task)
-                    scores.append(round(cell.score, 4))
-                matrix.append(scores)
-                record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
-                out.write_json("results.json", results_record(tasks, stages, matrix))
-                out.write_json("manifest.json", record)
-                log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(tasks, scores)))
-
-            if latest is not None and latest["step"] == latest["steps"]:  # a finished stage: weights and method state
-                checkpoints.restore(latest, model, method)
-            if not matrix:
-                evaluate_row(0)
-            for stage, stage_tasks in enumerate(stages, start=1):
-                done = latest is not None and (
-                    stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"])
-                )
-                if method.capabilities.trains and not done:
-                    mid_stage = latest if latest is not None and latest["stage"] == stage else None
-                    examples = method.train_examples(stage_tasks)
-                    features = [
-                        encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length)
-                        for ex in examples
-                    ]
-                    stats = train_stage(
-                        model,
-                        tokenizer,
-                        method,
-                        stage_tasks,
-                        features,
-                        stage=stage,
-                        steps=cfg.training.steps * len(stage_tasks),
-                        cfg=cfg.training,
-                        seed=cfg.seed,
-                        accelerator=accelerator,
-                        checkpoints=checkpoints,
-                        resume=mid_stage,
-                        should_stop=should_stop,
-                        on_step=lambda r: out.append("train_log.jsonl", [r]),
-                        emit=lambda name, r: out.append(f"{name}.jsonl", [r]),
-                        progress=progress,
-                    )
-                    steps = cfg.training.steps * len(stage_tasks)
-                    checkpoints.save(
-                        {"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]},
-                        model,
-                        method,
-                    )
-                    model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
-                    for name, data in method.artifacts().items():  # beside the run and the stage's adapters
-                        out.write_json(name, data)
-                        RunDir(out.adapter_dir(stage)).write_json(name, data)
-                    record["timings"]["stages"].append(
-                        {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
-                    )
-                    trained = stats["steps"] - stats["resumed_at_step"]
-                    log(
-                        f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {trained} steps "
-                        f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
-                        + "".join(f", {k} {v}" for k, v in stats.get("method", {}).items())
-                    )
-                if len(matrix) > stage:
-                    continue
-                if method.capabilities.trains:
-                    evaluate_row(stage)
-                else:  # the model did not change: greedy decoding gives row 0 again
-                    out.repeat_row(stage)
-                    matrix.append(list(matrix[stage - 1]))
+                def evaluate_row(row: int) -> None:
+                    t0, scores = time.perf_counter(), []
+                    for task in tasks:
+                        if should_stop():
+                            raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
+                        cell = evaluate_task(
+                            model,
+                            tokenizer,
+                            task,
+                            row,
+                            route=method.route,
+                            batch_size=cfg.evaluation.batch_size,
+                            max_length=cfg.evaluation.max_length,
+                            progress=progress,
+                        )
+                        out.append_cell(cell, task)
+                        scores.append(round(cell.score, 4))
+                    matrix.append(scores)
+                    record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
                     out.write_json("results.json", results_record(tasks, stages, matrix))
+                    out.write_json("manifest.json", record)
+                    log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(tasks, scores)))
+                    loggers.scalars({f"score/{t.name}": s for t, s in zip(tasks, scores)}, ends[row])
 
-        results = results_record(tasks, stages, matrix) | metrics_of(
-            out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
-        )
-        summary = method.summary()
-        if summary:
-            results["method"] = summary
-        if method.task_adapters():
-            results["routing"] = routing_accuracy(
-                out.read_jsonl("predictions.jsonl"), method.task_adapters(), results["stages"]
+                def on_step(record: dict, offset: int) -> None:
+                    out.append("train_log.jsonl", [record])
+                    scalars = {k: v for k, v in record.items() if k not in ("stage", "step", "skipped")}
+                    loggers.scalars({f"train/{k}": v for k, v in scalars.items()}, offset + record["step"])
+
+                if (
+                    latest is not None and latest["step"] == latest["steps"]
+                ):  # a finished stage: weights and method state
+                    checkpoints.restore(latest, model, method)
+                if not matrix:
+                    evaluate_row(0)
+                for stage, stage_tasks in enumerate(stages, start=1):
+                    done = latest is not None and (
+                        stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"])
+                    )
+                    if method.capabilities.trains and not done:
+                        mid_stage = latest if latest is not None and latest["stage"] == stage else None
+                        examples = method.train_examples(stage_tasks)
+                        features = [
+                            encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length)
+                            for ex in examples
+                        ]
+                        stats = train_stage(
+                            model,
+                            tokenizer,
+                            method,
+                            stage_tasks,
+                            features,
+                            stage=stage,
+                            steps=cfg.training.steps * len(stage_tasks),
+                            cfg=cfg.training,
+                            seed=cfg.seed,
+                            accelerator=accelerator,
+                            checkpoints=checkpoints,
+                            resume=mid_stage,
+                            should_stop=should_stop,
+                            on_step=lambda r, offset=ends[stage - 1]: on_step(r, offset),
+                            emit=lambda name, r: out.append(f"{name}.jsonl", [r]),
+                            progress=progress,
+                        )
+                        steps = cfg.training.steps * len(stage_tasks)
+                        checkpoints.save(
+                            {"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]},
+                            model,
+                            method,
+                        )
+                        model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
+                        for name, data in method.artifacts().items():  # beside the run and the stage's adapters
+                            out.write_json(name, data)
+                            RunDir(out.adapter_dir(stage)).write_json(name, data)
+                        record["timings"]["stages"].append(
+                            {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
+                        )
+                        trained = stats["steps"] - stats["resumed_at_step"]
+                        log(
+                            f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {trained} steps "
+                            f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
+                            + "".join(f", {k} {v}" for k, v in stats.get("method", {}).items())
+                        )
+                    if len(matrix) > stage:
+                        continue
+                    if method.capabilities.trains:
+                        evaluate_row(stage)
+                    else:  # the model did not change: greedy decoding gives row 0 again
+                        out.repeat_row(stage)
+                        matrix.append(list(matrix[stage - 1]))
+                        out.write_json("results.json", results_record(tasks, stages, matrix))
+
+            results = results_record(tasks, stages, matrix) | metrics_of(
+                out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
             )
-        out.write_json("results.json", results)
-        record["timings"]["total_seconds"] = round(
-            record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
-        )
-        out.write_json("manifest.json", record)
+            summary = method.summary()
+            if summary:
+                results["method"] = summary
+            if method.task_adapters():
+                results["routing"] = routing_accuracy(
+                    out.read_jsonl("predictions.jsonl"), method.task_adapters(), results["stages"]
+                )
+            out.write_json("results.json", results)
+            loggers.scalars({f"metrics/{k}": v for k, v in results["metrics"].items() if v is not None}, ends[-1])
+            record["timings"]["total_seconds"] = round(
+                record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
+            )
+            out.write_json("manifest.json", record)
     return RunResult(out.path, results["tasks"], matrix, results["metrics"])

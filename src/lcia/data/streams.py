@@ -264,6 +264,16 @@ def stream_specs(stream: str) -> tuple[list[TaskSpec], Path]:
     return specs, source.path.parent
 
 
+def order_tasks(tasks: list[Task], order: str) -> list[Task]:
+    """The stream in the order its tasks are trained: as declared, reversed, or by name (the paper's
+    robustness settings). Splits do not depend on the order."""
+    if order == "reverse":
+        return tasks[::-1]
+    if order == "alphabetical":
+        return sorted(tasks, key=lambda t: t.name)
+    return list(tasks)
+
+
 def load_stream(stream: str, test_size: int, train_size: int | None, split_seed: int) -> list[Task]:
     """Every task of the stream, read and validated up front (before any training starts)."""
     specs, base_dir = stream_specs(stream)
