@@ -54,3 +54,28 @@ def markdown_metrics(metrics: dict, intervals: dict | None = None) -> str:
         ci = "n/a" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
         lines.append(f"| {name} | {_fmt(metrics.get(name))} | {ci} | `{definition}` |")
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def latex_tabular(header: list[str], rows: list[list[str]], align: str) -> str:
+    """A booktabs tabular (needs ``\\usepackage{booktabs}``); cells are LaTeX already, escape text first."""
+    lines = [f"\\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
