@@ -1,4 +1,4 @@
-"""``lcia run | eval | metrics | route | ask``: parses arguments and calls the library (no logic lives here)."""
+"""``lcia run | eval | metrics | report | sweep | route | ask``: parses arguments, calls the library."""
 
 from __future__ import annotations
 
@@ -85,6 +85,40 @@ def _cmd_eval(args) -> None:
         console.print(f"{task}: {score:.3f}")
 
 
+def _cmd_report(args) -> None:
+    from lcia.reporting.report import default_out_dir, write_report
+
+    path = write_report(args.run_dirs, args.out or default_out_dir(args.run_dirs))
+    console.print(f"written to {path} (with report.tex and figures/)")
+
+
+def _list(text: str, kind=str) -> list:
+    try:
+        return [kind(item) for item in text.split(",") if item]
+    except ValueError:
+        raise LciaError(f"expected a comma-separated list, got {text!r}") from None
+
+
+def _cmd_sweep(args) -> None:
+    from pathlib import Path
+
+    from lcia.config import load_config
+    from lcia.sweep import run_sweep
+
+    base = load_config(args.config, args.set)
+    name = Path(args.config).stem if args.config else "default"
+    report = run_sweep(
+        base,
+        seeds=_list(args.seeds, int) if args.seeds else [base.seed],
+        orders=_list(args.orders) if args.orders else [base.data.order],
+        streams=_list(args.streams) if args.streams else [base.stream],
+        out=Path(args.out or f"runs/sweep-{name}"),
+        progress=not args.quiet,
+        log=lambda line: console.print(line, soft_wrap=True, markup=False),
+    )
+    console.print(f"report: {report}")
+
+
 def _cmd_route(args) -> None:
     from rich.table import Table
 
@@ -151,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("report", help="report.md, a LaTeX table and figures for one or more runs side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="folder to write into (default: the run's own, or ./report)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sweep", help="one config over seeds, task orders and streams, then one report")
+    p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2 (default: the config's)")
+    p.add_argument("--orders", help="comma-separated task orders: original, reverse, alphabetical")
+    p.add_argument("--streams", help="comma-separated streams, e.g. ni-cit,ni-cit-diverse (instruction variants)")
+    p.add_argument("--out", default=None, help="folder of the sweep's runs and report (default: runs/sweep-NAME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("route", help="which group (adapter) of a run an instruction goes to, with the similarities")
     p.add_argument("run_dir")

@@ -1,0 +1,59 @@
+"""``lcia sweep``: one config over seeds, task orders and instruction variants, then one report.
+
+The paper's robustness settings: the same method trained on the stream in several task orders
+(original, reverse, alphabetical) and with several instruction variants (e.g. ``ni-cit`` and its
+paraphrased ``ni-cit-diverse``), each over several seeds. Every combination is a complete run in its
+own directory under the sweep's folder; a finished run is kept and a stopped one resumed, so a sweep
+that was interrupted continues where it stopped. The report groups runs that differ only in seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import yaml
+
+from lcia.config import RunConfig
+from lcia.errors import input_error
+from lcia.reporting.report import write_report
+from lcia.run_dir import RunDir
+from lcia.runner import run
+
+
+def sweep_configs(
+    base: RunConfig, seeds: list[int], orders: list[str], streams: list[str], out: Path
+) -> list[RunConfig]:
+    configs = []
+    for stream, order, seed in itertools.product(streams, orders, seeds):
+        name = stream.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
+        cfg = base.model_copy(deep=True)
+        cfg.stream, cfg.seed, cfg.data.order = stream, seed, order
+        cfg.output_dir = str(out / f"{name}-{order}-seed{seed}")
+        configs.append(RunConfig.model_validate(cfg.model_dump()))  # validated again: the order must be known
+    return configs
+
+
+def _finished(path: Path) -> bool:
+    results = path / "results.json"
+    return results.exists() and "metrics" in RunDir(path).read_json("results.json")
+
+
+def run_sweep(
+    base: RunConfig, seeds: list[int], orders: list[str], streams: list[str], out: Path, progress: bool, log=print
+) -> Path:
+    """Run (or finish) every combination, then write out/report.md over all of them; returns its path."""
+    configs = sweep_configs(base, seeds, orders, streams, out)
+    for i, cfg in enumerate(configs, start=1):
+        path = Path(cfg.run_dir())
+        if (path / "config.yaml").exists() and yaml.safe_load((path / "config.yaml").read_text()) != cfg.model_dump(
+            mode="json"
+        ):
+            raise input_error("holds a run with another config: choose another --out", file=path)
+        if _finished(path):
+            log(f"[{i}/{len(configs)}] {path}: finished, kept")
+            continue
+        resume = (path / "manifest.json").exists()
+        log(f"[{i}/{len(configs)}] {path}: " + ("resuming" if resume else "running"))
+        run(cfg, resume=resume, progress=progress, log=log)
+    return write_report([cfg.run_dir() for cfg in configs], out)
