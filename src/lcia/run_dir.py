@@ -10,6 +10,7 @@ train_log.jsonl      one line per optimizer step: loss, learning rate, method sc
 adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
                      subfolder per adapter when a method keeps several)
 checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
+tensorboard/, wandb/ live logs, when logging.tensorboard / logging.wandb ask for them
 .lock                held by the process writing the run
 """
 
@@ -72,7 +73,7 @@ class RunDir:
             path.unlink()
         for name in ("predictions.jsonl", "train_log.jsonl", "results.json"):
             (self.path / name).unlink(missing_ok=True)
-        for folder in ("checkpoints", "adapters", "eval"):
+        for folder in ("checkpoints", "adapters", "eval", "tensorboard", "wandb"):
             shutil.rmtree(self.path / folder, ignore_errors=True)
 
     def write_json(self, name: str, data) -> None:
