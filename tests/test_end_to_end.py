@@ -3,6 +3,7 @@
 import pytest
 
 from lcia.config import load_config
+from lcia.data.streams import load_stream
 from lcia.run_dir import RunDir
 from lcia.runner import run
 
@@ -31,3 +32,42 @@ def test_smollm2_learns_addition_then_plurals(tmp_path):
     assert results["metrics"]["BWT"] == pytest.approx(add_after_plural - add_after_add)
     low, high = results["intervals"]["Avg.ACC"]
     assert low <= results["metrics"]["Avg.ACC"] <= high
+
+
+@pytest.mark.slow
+def test_smollm2_lcia_groups_a_family_isolates_other_groups_and_reports(tmp_path):
+    from lcia.reporting.report import write_report
+    from lcia.trained_run import TrainedRun
+
+    (tmp_path / "stream.yaml").write_text("tasks: [add2, plural, past-tense]\n")
+    cfg = load_config(
+        None,
+        [
+            f"stream={tmp_path / 'stream.yaml'}",
+            f"output_dir={tmp_path / 'run'}",
+            "method.name=lcia",
+            "training.steps=30",
+            "data.test_size=20",
+            "evaluation.bootstrap=100",
+        ],
+    )
+    result = run(cfg, progress=False, log=lambda *_: None)
+    results = RunDir(result.run_dir).read_json("results.json")
+    groups = [g["tasks"] for g in results["method"]["grouping"]["groups"]]
+    assert groups == [["add2"], ["plural", "past-tense"]]  # the word-forms family shares an instruction
+    assert results["routing"]["final"] == 1.0
+    add2 = [row[0] for row in result.matrix]
+    assert add2[1] >= add2[0] + 0.3 and add2[1] == add2[2] == add2[3]  # its adapter is never touched again
+    assert result.matrix[2][1] >= result.matrix[0][1] + 0.3  # plural learned
+    # the run as an assistant: a test question (the longest, unpadded in its batch) answered as in the run
+    task = load_stream(str(tmp_path / "stream.yaml"), 20, None, 0)[2]
+    example = max(task.test, key=lambda ex: len(ex.input))
+    recorded = next(
+        p for p in RunDir(result.run_dir).read_jsonl("predictions.jsonl") if p["row"] == 3 and p["id"] == example.id
+    )
+    adapter, answer = TrainedRun(str(result.run_dir)).ask(example.instruction, example.input, task.max_new_tokens)
+    assert adapter == "group-1" and answer == recorded["prediction"]
+    report = write_report([result.run_dir], tmp_path / "report")
+    text = report.read_text()
+    assert text.index("## 1. Runs") < text.index("Comparison") and "routing" in text.lower()
+    assert (tmp_path / "report" / "figures" / "run-routing.png").exists()
