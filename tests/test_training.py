@@ -1,3 +1,4 @@
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -80,3 +81,31 @@ def test_length_grouped_batches_cover_every_example_once():
     assert all(len(b) <= 2 for b in batches)
     again = length_grouped_batches(lengths, 2, torch.Generator().manual_seed(0))
     assert batches == again
+
+
+def test_answer_only_logits_give_the_loss_and_gradients_of_the_full_forward(tiny_lora):
+    """Logits at the answer positions only = Hugging Face's own loss and gradients over full logits."""
+    from lcia.data.prompts import Encoded
+    from lcia.training.loop import answer_forward, collate
+
+    tok, model, _, _ = tiny_lora()
+    rows = [
+        Encoded([5, 6, 7, 8, 9, 10], [-100, -100, -100, -100, 9, 10], False),
+        Encoded([11, 12, 13], [-100, 12, 13], False),
+    ]
+    batch = collate(rows, tok.pad_token_id)
+    model.train()
+    ours = answer_forward(model, batch)
+    assert ours.logits.shape == (4, len(tok))  # one row per answer token: 9, 10, 12, 13
+    ours.loss.backward()
+    ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+
+    reference = model(**batch)  # the stock forward: logits everywhere, HF's causal-LM loss
+    assert reference.logits.shape[:2] == (2, 6)
+    torch.testing.assert_close(ours.logits, reference.logits[:, :-1][batch["labels"][:, 1:] != -100])
+    reference.loss.backward()
+    assert float(ours.loss) == pytest.approx(float(reference.loss), rel=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(ours_grads[name], p.grad, rtol=1e-4, atol=1e-6)

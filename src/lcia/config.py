@@ -52,7 +52,8 @@ class TrainingConfig(_Section):
     warmup_steps: NonNegativeInt = 0
     max_length: int = Field(256, ge=16)  # tokens of prompt + answer; longer prompts keep head and tail
     max_grad_norm: PositiveFloat | None = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast, fp32 master weights
+    # auto: bf16 where the hardware multiplies it natively, else fp32; bf16: autocast, fp32 master weights
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: NonNegativeInt = 50  # optimizer steps between checkpoints (0: only after each stage)
     max_bad_steps: NonNegativeInt = 10  # NaN/inf-loss steps skipped per stage before the run stops
 

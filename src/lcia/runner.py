@@ -38,6 +38,7 @@ from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
+from lcia.training.precision import resolve_precision
 
 
 @dataclass
@@ -121,6 +122,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
             record = manifest(cfg.seed)
             record["timings"] = {"stages": [], "rows": []}
             matrix = []
+        # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
+        precision = record.setdefault("precision", resolve_precision(cfg.training.precision))
         out.write_json("manifest.json", record)
         checkpoints = Checkpoints(out.path)
         latest = checkpoints.latest() if resume else None
@@ -134,7 +137,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         set_seed(cfg.seed)
-        accelerator = Accelerator(mixed_precision="bf16" if cfg.training.precision == "bf16" else "no")
+        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
         model = load_base_model(cfg.model.name_or_path, cfg.model.dtype)
         lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         model = method.setup(model, lora).to(accelerator.device)

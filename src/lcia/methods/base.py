@@ -90,7 +90,11 @@ class Method:
         pass
 
     def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:
-        """An extra loss term added to the model's loss (None: nothing)."""
+        """An extra loss term added to the model's loss (None: nothing).
+
+        ``outputs.logits`` holds only the positions that predict answer tokens, ``[answer tokens,
+        vocab]`` in the order of ``batch["labels"][:, 1:] != -100`` (``lcia.training.loop.answer_forward``).
+        """
         return None
 
     def after_backward(self, ctx: TrainContext) -> None:

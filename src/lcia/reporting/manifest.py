@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from lcia.training.precision import cpu_has_native_bf16
+
 PACKAGES = [
     "lcia",
     "torch",
@@ -64,6 +66,7 @@ def hardware() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

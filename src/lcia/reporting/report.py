@@ -252,6 +252,11 @@ def _stage_name(stage: dict) -> str:
     return tasks[0] if len(tasks) == 1 else f"stage {stage['stage']} ({len(tasks)} tasks)"
 
 
+def _precision(training: dict, manifest: dict) -> str:
+    used = manifest.get("precision")
+    return f"{training['precision']} -> {used}" if used and used != training["precision"] else training["precision"]
+
+
 def manifest_block(run: Run) -> str:
     config, manifest, results = run.config, run.manifest, run.results
     lora, training = config["lora"], config["training"]
@@ -271,7 +276,7 @@ def manifest_block(run: Run) -> str:
         f"- LoRA: r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, "
         f"targets {', '.join(lora['target_modules'])}",
         f"- training: {training['steps']} steps per task, batch {training['batch_size']} x grad_accum "
-        f"{training['grad_accum']}, lr {training['lr']} ({training['scheduler']}), {training['precision']}",
+        f"{training['grad_accum']}, lr {training['lr']} ({training['scheduler']}), {_precision(training, manifest)}",
         f"- git commit: `{manifest.get('git_commit') or 'unknown'}`",
         f"- packages: python {manifest.get('python', 'n/a')}, "
         + ", ".join(f"{name} {packages.get(name) or 'n/a'}" for name in PACKAGES),

@@ -4,6 +4,9 @@ Features and their trade-offs:
 * Tokenised once, before the stream starts (by the runner); batches grouped by length (shuffled
   chunks of 64 batches sorted by length), so little compute goes to padding while the order stays
   random across chunks.
+* Logits only at the answer positions (``answer_forward``): the vocabulary projection and softmax
+  over every prompt token are skipped, which makes a SmolLM2 LoRA step about 1.4 times faster on
+  the CPU (``benchmarks/train_speed.py``). The loss is the usual causal-LM mean over answer tokens.
 * A fixed budget of optimizer steps per stage (``training.steps`` per task), cycling over the data:
   every task gets the same number of updates whatever its size, so methods compare at equal cost.
 * Gradient accumulation: method hooks after the backward pass and after the optimizer step run once
@@ -61,6 +64,31 @@ def collate(features: list, pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(f.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """The model's outputs with logits only at the positions that predict an answer token, and their loss.
+
+    Answers are a few tokens and prompts tens to hundreds, and the vocabulary projection over every
+    position (49k x 576 for SmolLM2) with its softmax is about a third of a LoRA step on the CPU. A
+    pre-hook on the output embedding hands it only the hidden states of the answer-predicting
+    positions, as one contiguous matrix, so whatever the model does after it (logit scaling,
+    soft-capping) still applies. ``outputs.logits`` is ``[answer tokens, vocab]``, in the order of
+    ``batch["labels"][:, 1:] != -100``; the loss equals Hugging Face's causal-LM loss (mean over
+    answer tokens). A model without an output embedding gets the stock forward.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        return model(**batch)
+    targets = batch["labels"][:, 1:]
+    answers = targets != IGNORE_INDEX  # position c predicts token c + 1
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][:, :-1][answers],))
+    try:
+        outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        handle.remove()
+    outputs.loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets[answers])
+    return outputs
 
 
 def batch_indices(lengths: list[int], batch_size: int, generator: torch.Generator):
@@ -140,7 +168,7 @@ def train_stage(
             last = micro == cfg.grad_accum - 1
             with nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    outputs = model(**batch)
+                    outputs = answer_forward(model, batch)
                     loss = outputs.loss
                     extra = method.loss(ctx, batch, outputs)
                     if extra is not None:
