@@ -46,3 +46,32 @@ def test_bad_override_names_the_key():
 def test_missing_config_file(tmp_path):
     with pytest.raises(LciaError, match="nope.yaml: file not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_auto_precision_takes_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
+    from lcia.training import precision
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+    sapphire_rapids = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert not precision.cpu_has_native_bf16(zen3)
+    assert precision.cpu_has_native_bf16(sapphire_rapids)
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto") == "fp32"
+    assert precision.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto") == "bf16"
+    assert precision.resolve_precision("fp32") == "fp32"
+
+
+def test_a_run_records_the_precision_it_resolved(tiny_config):
+    import json
+
+    from lcia.runner import run
+    from lcia.training.precision import resolve_precision
+
+    tiny_config.training.steps = 1
+    result = run(tiny_config, progress=False, log=lambda *a: None)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert tiny_config.training.precision == "auto"
+    assert manifest["precision"] == resolve_precision("auto")

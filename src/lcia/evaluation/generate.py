@@ -1,8 +1,11 @@
 """Batched greedy generation.
 
-Prompts are sorted by length and left-padded in batches, so a batch wastes little compute on padding;
-``generate`` uses the KV cache and stops each sequence at its end-of-turn token. Decoding is greedy, so
-answers repeat exactly for the same weights and batch size. When a method routes examples to adapters,
+Prompts are grouped by instruction and sorted by length, so a batch shares a long prefix (the chat
+template and the task's instruction, encoded once for the batch) and wastes little compute on padding.
+Decoding is a plain greedy loop on the KV cache (the same tokens as ``model.generate(do_sample=False)``):
+the prompt pass computes logits for its last position only, and a sequence that reaches its end-of-turn
+token leaves the batch and the cache at once, so later steps compute only the sequences still going.
+Answers repeat exactly for the same weights and batch size. When a method routes examples to adapters,
 each adapter's examples are generated together with that adapter active.
 """
 
@@ -18,26 +21,59 @@ from lcia.data.prompts import encode_prompt, fit
 from lcia.data.schema import Example
 
 
+MIN_SHARED_PREFIX = 8  # tokens: below this, encoding a shared prefix once saves less than it costs
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens that every prompt starts with, leaving each at least one token of its own."""
+    n = min(map(len, prompts)) - 1
+    first = prompts[0]
+    for prompt in prompts[1:]:
+        n = next((i for i in range(n) if prompt[i] != first[i]), n)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
 @torch.inference_mode()
 def _generate_batch(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
-    width = max(map(len, prompts))
+    """Greedy decoding on the KV cache. The prompts' shared prefix (a task's chat template and
+    instruction) is encoded once and its cache copied to every row; a row that ends leaves the batch."""
+    device = next(model.parameters()).device
+    shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    cache = None
+    if shared:
+        cache = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
+        cache.batch_repeat_interleave(len(prompts))
+    suffixes = [prompt[shared:] for prompt in prompts]
+    width = max(map(len, suffixes))
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        mask[row, width - len(prompt) :] = 1
-    device = next(model.parameters()).device
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
+    for row, suffix in enumerate(suffixes):  # left-padded between the shared prefix and each suffix
+        ids[row, width - len(suffix) :] = torch.tensor(suffix)
+        mask[row, width - len(suffix) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)  # each prompt's own positions, pads aside
+    mask = torch.cat([mask.new_ones(len(prompts), shared), mask], dim=1)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
     )
-    answers = []
-    for row in out[:, width:].tolist():
-        answers.append(row[: row.index(eos_id)] if eos_id in row else row)
+    cache, positions = out.cache, positions[:, -1:]
+    rows = torch.arange(len(prompts), device=device)  # the prompt each remaining batch row belongs to
+    answers: list[list[int]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        tokens = out.logits[:, -1].argmax(-1)
+        for row, token in zip(rows.tolist(), tokens.tolist()):
+            if token != eos_id:
+                answers[row].append(token)
+        going = tokens != eos_id
+        if step == max_new_tokens - 1 or not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, tokens, mask, positions = rows[keep], tokens[keep], mask[keep], positions[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        positions = positions + 1
+        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
     return answers
 
 
@@ -63,7 +99,8 @@ def generate_answers(
     for adapter, indices in by_adapter.items():
         if adapter is not None:
             model.set_adapter(adapter, inference_mode=True)
-        indices = sorted(indices, key=lambda i: len(prompts[i]))
+        # One instruction per batch where possible, so that the batch shares a long prefix.
+        indices = sorted(indices, key=lambda i: (examples[i].instruction, len(prompts[i])))
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             outs = _generate_batch(

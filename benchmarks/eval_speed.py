@@ -1,0 +1,108 @@
+"""Evaluation speed: lcia's batched greedy generation against one example at a time, in one run.
+
+Three contenders answer the same test examples of ``--tasks`` with the same model (SmolLM2-135M-Instruct, with the
+adapter of ``--adapter`` when given, else a fresh LoRA, i.e. the base model as in row 0 of a run) and
+each task's own ``max_new_tokens``; blocks alternate over ``--rounds``:
+* ``batched``: ``lcia.evaluation.generate.generate_answers`` at ``--batch-size``;
+* ``one_at_a_time``: the loop peers write, ``model.generate(do_sample=False)`` on one prompt at a time;
+* ``lcia_batch_1``: lcia's decoder at batch size 1 (what the decoder alone gains).
+Reports examples per second, the ratios, and how many answers agree with the one-at-a-time loop (a
+padded batch can differ from an unpadded prompt in the last bits of the logits).
+
+    python benchmarks/eval_speed.py --tasks add2,plural,intent,qasc-answer --test-size 64 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from harness import lora_model, peak_rss_mb, task_of, write_results
+
+from lcia.data.prompts import encode_prompt, fit
+from lcia.evaluation.generate import generate_answers
+from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
+from lcia.models.lora import load_adapters
+
+
+@torch.inference_mode()
+def generate_one_at_a_time(model, tokenizer, examples, max_new_tokens: int) -> list[str]:
+    answers = []
+    for example in examples:
+        prompt = torch.tensor([fit(encode_prompt(tokenizer, example), 512 - max_new_tokens)])
+        out = model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        answers.append(tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True).strip())
+    return answers
+
+
+def answer_all(model, tokenizer, tasks, batch_size: int | None) -> tuple[float, list[str]]:
+    """Seconds to answer every task's test set, and the answers (batch_size None: model.generate per example)."""
+    start, answers = time.perf_counter(), []
+    for task in tasks:
+        if batch_size is None:
+            answers += generate_one_at_a_time(model, tokenizer, task.test, task.max_new_tokens)
+            continue
+        answers += generate_answers(
+            model,
+            tokenizer,
+            task.test,
+            max_new_tokens=task.max_new_tokens,
+            batch_size=batch_size,
+            max_length=512,
+            progress=False,
+        )
+    return time.perf_counter() - start, answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=SMOLLM2)
+    parser.add_argument("--adapter", default=None, help="a saved stage, e.g. runs/RUN/adapters/stage-3")
+    parser.add_argument("--tasks", default="add2,plural,intent,qasc-answer")
+    parser.add_argument("--test-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/eval_speed.json")
+    args = parser.parse_args()
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_adapters(load_base_model(args.model), Path(args.adapter)) if args.adapter else lora_model(args.model)
+    model.eval()
+    tasks = [task_of(name, test_size=args.test_size) for name in args.tasks.split(",")]
+    n = sum(len(t.test) for t in tasks)
+    contenders = {"batched": args.batch_size, "one_at_a_time": None, "lcia_batch_1": 1}
+    seconds = {name: [] for name in contenders}
+    answers = {}
+    for round_ in range(args.rounds):
+        for name, batch_size in contenders.items():
+            took, answers[name] = answer_all(model, tokenizer, tasks, batch_size)
+            seconds[name].append(took)
+            print(f"round {round_}: {name} {n / took:.2f} examples/s")
+    rate = {k: n / statistics.median(v) for k, v in seconds.items()}
+    agree = sum(a == b for a, b in zip(answers["batched"], answers["one_at_a_time"]))
+    write_results(
+        args.out,
+        {
+            "args": vars(args),
+            "examples": n,
+            "examples_per_second": {k: round(v, 2) for k, v in rate.items()},
+            "ratio_batched_to_one_at_a_time": round(rate["batched"] / rate["one_at_a_time"], 2),
+            "ratio_lcia_batch_1_to_one_at_a_time": round(rate["lcia_batch_1"] / rate["one_at_a_time"], 2),
+            "batched_answers_equal_to_one_at_a_time": f"{agree}/{n}",
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
