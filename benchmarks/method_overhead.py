@@ -19,10 +19,9 @@ import time
 
 import yaml
 from accelerate import Accelerator
-from harness import peak_rss_mb, task_of, write_results
+from harness import encoded, peak_rss_mb, task_of, write_results
 
 from lcia.config import TrainingConfig
-from lcia.data.prompts import encode_for_training
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
@@ -68,7 +67,7 @@ def main() -> None:
 
     tokenizer = load_tokenizer(args.model)
     task = task_of(args.task)
-    features = [encode_for_training(tokenizer, ex, 256) for ex in task.train]
+    features = encoded(tokenizer, task)
     lora = lora_config(args.rank, 2 * args.rank, 0.0, ["q_proj", "v_proj"])
     specs = args.methods.split(",")
     if specs[0] != "seq-lora":
