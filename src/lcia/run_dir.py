@@ -6,7 +6,8 @@ results.json         task names, stages, the (rows x tasks) matrix, metrics with
 predictions.jsonl    one line per (row, task, test example): prediction, references, score
 train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
 <name>.jsonl         a method's own log (e.g. ema_coefficients.jsonl, grouping.jsonl)
-<name>.json          a method's artifacts (e.g. codebook.json), also kept in each adapters/stage-K/
+<name>.json          a method's artifacts (e.g. codebook.json; <name>.safetensors for tensors), also kept
+                     in each adapters/stage-K/
 adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
                      subfolder per adapter when a method keeps several)
 checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from safetensors.torch import save_file
 
 from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
@@ -69,8 +71,9 @@ class RunDir:
                 f"{self.path}: holds a run; resume it with --resume, choose another output_dir or pass --overwrite"
             )
         ours = (self.path / "manifest.json").exists()  # a previous run: its method logs and files go too
-        for path in self.path.glob("*.json*") if ours else ():
-            path.unlink()
+        for pattern in ("*.json*", "*.safetensors") if ours else ():
+            for path in self.path.glob(pattern):
+                path.unlink()
         for name in ("predictions.jsonl", "train_log.jsonl", "results.json"):
             (self.path / name).unlink(missing_ok=True)
         for folder in ("checkpoints", "adapters", "eval", "tensorboard", "wandb"):
@@ -78,6 +81,16 @@ class RunDir:
 
     def write_json(self, name: str, data) -> None:
         write_atomic(self.path / name, json.dumps(data, indent=2) + "\n")
+
+    def write_artifact(self, name: str, data) -> None:
+        """A method's artifact: JSON, or safetensors for a name ending in ``.safetensors`` (a dict of tensors)."""
+        if not name.endswith(".safetensors"):
+            return self.write_json(name, data)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=self.path)
+        os.close(fd)
+        save_file({k: v.detach().cpu().contiguous() for k, v in data.items()}, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.path / name)
 
     def read_json(self, name: str):
         path = self.path / name

@@ -178,9 +178,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                     scalars = {k: v for k, v in record.items() if k not in ("stage", "step", "skipped")}
                     loggers.scalars({f"train/{k}": v for k, v in scalars.items()}, offset + record["step"])
 
-                if (
-                    latest is not None and latest["step"] == latest["steps"]
-                ):  # a finished stage: weights and method state
+                if latest is not None:  # weights and method state (a stage's examples may depend on it, e.g. replay)
                     checkpoints.restore(latest, model, method)
                 if not matrix:
                     evaluate_row(0)
@@ -221,8 +219,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                         )
                         model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
                         for name, data in method.artifacts().items():  # beside the run and the stage's adapters
-                            out.write_json(name, data)
-                            RunDir(out.adapter_dir(stage)).write_json(name, data)
+                            out.write_artifact(name, data)
+                            RunDir(out.adapter_dir(stage)).write_artifact(name, data)
                         record["timings"]["stages"].append(
                             {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
                         )

@@ -14,6 +14,7 @@ from lcia.data.schema import Example
 from lcia.errors import input_error
 from lcia.evaluation.generate import generate_answers
 from lcia.grouping import Codebook, build_similarity
+from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters
 from lcia.run_dir import RunDir
@@ -52,7 +53,10 @@ class TrainedRun:
     def model(self):
         model = load_base_model(self.cfg.model.name_or_path, self.cfg.model.dtype)
         if self.stage is not None:
-            model = load_adapters(model, self.out.adapter_dir(self.stage))
+            folder = self.out.adapter_dir(self.stage)
+            model = build_method(self.cfg.method.name, self.cfg.method.params).load_stage(
+                load_adapters(model, folder), folder
+            )
         return model.eval()
 
     def ask(self, instruction: str, input: str = "", max_new_tokens: int = 64) -> tuple[str | None, str]:

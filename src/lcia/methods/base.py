@@ -13,7 +13,8 @@ and the evaluator asks ``route(example)`` which adapter answers each test exampl
 ``load_state_dict`` carry everything a method needs to resume, and ``restore_model`` rebuilds in a
 fresh model what that state implies (e.g. the adapters of later groups) before weights are loaded.
 Methods never touch files or the CLI: what they want kept goes through ``ctx.emit`` (JSON lines),
-``summary`` (results.json) and ``artifacts`` (JSON files the runner writes beside each stage's adapters).
+``summary`` (results.json) and ``artifacts`` (JSON or safetensors files the runner writes beside each
+stage's adapters, which ``load_stage`` reads back when ``lcia eval | ask`` reuse a trained run).
 
 A method is registered under its config name with ``@register("name")``; its constructor takes the
 ``method.params`` of the run config as keyword arguments.
@@ -28,8 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from accelerate import Accelerator
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
     from transformers import PreTrainedModel
 
     from lcia.data.schema import Example
@@ -121,8 +124,15 @@ class Method:
         return {}
 
     def artifacts(self) -> dict[str, Any]:
-        """JSON files (name -> content) kept in the run directory and with each stage's adapters."""
+        """Files (name -> content) kept in the run directory and with each stage's adapters: JSON, or, for a
+        name ending in ``.safetensors``, a dict of tensors (e.g. weights that are not a PEFT adapter's)."""
         return {}
+
+    def load_stage(self, model: PeftModel, folder: Path) -> PeftModel:
+        """For ``lcia eval | ask``: a saved stage's adapters are loaded into ``model`` with plain PEFT (the first
+        one active); set up, from the ``artifacts`` saved in ``folder``, whatever else answering needs (several
+        active adapters, a router). Returns the model (default: unchanged)."""
+        return model
 
     # --- resuming ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

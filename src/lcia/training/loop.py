@@ -66,7 +66,7 @@ def collate(features: list, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None):
     """The model's outputs with logits only at the positions that predict an answer token, and their loss.
 
     Answers are a few tokens and prompts tens to hundreds, and the vocabulary projection over every
@@ -75,16 +75,19 @@ def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     positions, as one contiguous matrix, so whatever the model does after it (logit scaling,
     soft-capping) still applies. ``outputs.logits`` is ``[answer tokens, vocab]``, in the order of
     ``batch["labels"][:, 1:] != -100``; the loss equals Hugging Face's causal-LM loss (mean over
-    answer tokens). A model without an output embedding gets the stock forward.
+    answer tokens). A model without an output embedding gets the stock forward. ``params`` (name ->
+    tensor) stand in for the model's own for this call (``torch.func.functional_call``: nothing is
+    written in place, so a graph built on the real weights stays valid).
     """
+    call = model if params is None else lambda **kwargs: torch.func.functional_call(model, params, (), kwargs)
     head = model.get_output_embeddings()
     if head is None:
-        return model(**batch)
+        return call(**batch)
     targets = batch["labels"][:, 1:]
     answers = targets != IGNORE_INDEX  # position c predicts token c + 1
     handle = head.register_forward_pre_hook(lambda module, args: (args[0][:, :-1][answers],))
     try:
-        outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+        outputs = call(**{k: v for k, v in batch.items() if k != "labels"})
     finally:
         handle.remove()
     outputs.loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets[answers])
@@ -208,7 +211,7 @@ def train_stage(
                 f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: "
                 "lower training.lr or check the data"
             )
-        if should_stop():
+        if should_stop() and step + 1 < steps:  # on the last step the runner saves the stage, then stops
             save(step + 1)
             raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
