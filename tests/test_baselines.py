@@ -1,0 +1,259 @@
+"""ewc, lwf and replay: each mechanism against values computed by hand, in the loop, and resumed in a run."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from lcia import runner
+from lcia.checkpoint import load_state, save_state
+from lcia.config import TrainingConfig
+from lcia.data.schema import Example
+from lcia.data.tasks import Task
+from lcia.errors import Interrupted
+from lcia.methods import TrainContext, build_method
+from lcia.methods.lwf import distillation_loss
+from lcia.run_dir import RunDir
+from lcia.training.loop import answer_forward, collate, train_stage
+
+
+class Two(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.b = torch.nn.Parameter(torch.tensor([[0.5]]))
+
+
+def _ctx(model, stage=1, tasks=()):
+    return TrainContext(model=model, optimizer=None, accelerator=None, stage=stage, tasks=list(tasks))
+
+
+def _step(method, ctx, grads):
+    for p, g in zip(ctx.model.parameters(), grads):
+        p.grad = torch.tensor(g)
+    method.after_backward(ctx)
+
+
+# --- ewc ---------------------------------------------------------------------------------------------
+
+
+def test_ewc_fisher_is_the_mean_squared_task_gradient_and_decays_by_gamma():
+    model, method = Two(), build_method("ewc", {"lam": 10.0, "gamma": 0.5})
+    ctx = _ctx(model)
+    method.before_task(ctx)
+    _step(method, ctx, [[1.0, 2.0], [[3.0]]])
+    _step(method, ctx, [[3.0, 0.0], [[1.0]]])
+    method.after_task(ctx)
+    assert method.fisher["a"].tolist() == [5.0, 2.0] and method.fisher["b"].tolist() == [[5.0]]
+    assert method.anchor["a"].tolist() == [1.0, -2.0]
+
+    ctx = _ctx(model, stage=2)
+    method.before_task(ctx)
+    _step(method, ctx, [[2.0, 2.0], [[0.0]]])  # at the anchor: the penalty adds nothing, F_task reads g
+    method.after_task(ctx)
+    assert method.fisher["a"].tolist() == [0.5 * 5 + 4, 0.5 * 2 + 4] and method.fisher["b"].tolist() == [[2.5]]
+
+
+def test_ewc_penalty_and_its_gradient_by_hand():
+    model, method = Two(), build_method("ewc", {"lam": 10.0})
+    ctx = _ctx(model)
+    method.before_task(ctx)
+    _step(method, ctx, [[1.0, 2.0], [[3.0]]])
+    method.after_task(ctx)  # F = g^2, anchor = (1, -2), 0.5
+    with torch.no_grad():
+        model.a += torch.tensor([0.1, 0.2])
+        model.b -= 0.3
+    ctx = _ctx(model, stage=2)
+    method.before_task(ctx)
+    _step(method, ctx, [[0.5, 0.5], [[0.5]]])
+    expected = 0.5 * 10 * (1 * 0.1**2 + 4 * 0.2**2 + 9 * 0.3**2)
+    assert ctx.log["ewc_penalty"] == pytest.approx(expected)
+    assert model.a.grad.tolist() == pytest.approx([0.5 + 10 * 1 * 0.1, 0.5 + 10 * 4 * 0.2])
+    assert model.b.grad.item() == pytest.approx(0.5 - 10 * 9 * 0.3)
+    # the Fisher of this task read the task gradient, before the penalty was added
+    assert method.task_fisher["a"].tolist() == [0.25, 0.25]
+
+
+def _train(make_or_parts, method, stage, steps=6, lr=1e-2, on_step=None):
+    tok, model, task, features = make_or_parts
+    stats = train_stage(
+        model,
+        tok,
+        method,
+        [task],
+        features,
+        stage=stage,
+        steps=steps,
+        cfg=TrainingConfig(batch_size=4, lr=lr, checkpoint_every=0),
+        seed=0,
+        accelerator=Accelerator(),
+        on_step=on_step,
+        progress=False,
+    )
+    return stats
+
+
+def _second_task(tok):
+    from lcia.data.prompts import encode_for_training
+
+    examples = [Example("Repeat the word.", f"w{i}", f"w{i}") for i in range(16)]
+    return Task("echo", examples, examples[:2]), [encode_for_training(tok, ex, 64) for ex in examples]
+
+
+def _drift(tiny_lora, name, params):
+    """sum F (theta - theta*)^2 after task 2, with F and theta* of task 1: the drift that EWC penalises."""
+    tok, model, task, features = tiny_lora()
+    method = build_method(name, params)
+    _train((tok, model, task, features), method, stage=1)
+    fisher, anchor = dict(method.fisher), dict(method.anchor)
+    echo, echo_features = _second_task(tok)
+    stats = _train((tok, model, echo, echo_features), method, stage=2)
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return sum(float((fisher[n] * (params[n] - anchor[n]) ** 2).sum()) for n in fisher), stats, method
+
+
+def test_ewc_in_the_loop_holds_the_weights_that_mattered(tiny_lora):
+    free, _, _ = _drift(tiny_lora, "ewc", {"lam": 0.0})
+    held, stats, method = _drift(tiny_lora, "ewc", {"lam": 1e4})
+    assert held < 0.5 * free
+    assert stats["method"]["ewc_fisher_mean"] > 0
+    assert set(method.fisher) == set(method.anchor) and all(f.min() >= 0 for f in method.fisher.values())
+
+
+# --- lwf ---------------------------------------------------------------------------------------------
+
+
+def test_lwf_target_by_hand():
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    teacher = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
+    t = 2.0
+    expected = 0.0
+    for s_row, t_row in zip(student, teacher):
+        p_t = torch.softmax(t_row / t, -1)
+        expected += float((p_t * (torch.log(p_t) - torch.log_softmax(s_row / t, -1))).sum())
+    assert float(distillation_loss(student, teacher, t)) == pytest.approx(t**2 * expected / 2)
+    assert float(distillation_loss(teacher, teacher, t)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lwf_distils_toward_the_previous_task_weights(tiny_lora):
+    tok, model, task, features = tiny_lora()
+    method = build_method("lwf", {"lam": 2.0})
+    _train((tok, model, task, features), method, stage=1)
+    echo, echo_features = _second_task(tok)
+    batch = collate(echo_features[:4], tok.pad_token_id)
+    ctx = _ctx(model, stage=2)
+    model.train()
+    assert method.loss(ctx, batch, answer_forward(model, batch)).item() == pytest.approx(0.0, abs=1e-6)
+
+    teacher_logits = answer_forward(model, batch).logits.detach()
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    outputs = answer_forward(model, batch)
+    extra = method.loss(ctx, batch, outputs)
+    assert float(extra) == pytest.approx(2.0 * float(distillation_loss(outputs.logits, teacher_logits, 2.0)), rel=1e-5)
+    assert float(extra) > 0
+    (outputs.loss + extra).backward()  # the teacher pass left the student's graph intact
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in trained:
+                p.copy_(trained[n])
+                p.grad = None
+
+    steps = []
+    _train((tok, model, echo, echo_features), method, stage=2, on_step=steps.append)
+    kl = [record["lwf_kl"] for record in steps]
+    assert len(kl) == 6 and kl[0] == pytest.approx(0.0, abs=1e-6) and max(kl[1:]) > 0  # step 1: still the teacher
+
+
+# --- replay ------------------------------------------------------------------------------------------
+
+
+def _task(name, n):
+    return Task(name, [Example(f"Task {name}.", f"{name}-{i}", "x") for i in range(n)], [])
+
+
+def _fill(method, tasks):
+    for stage, task in enumerate(tasks, start=1):
+        torch.manual_seed(stage)  # as the loop seeds each stage
+        method.after_task(_ctx(None, stage, [task]))
+
+
+def test_replay_balanced_buffer_is_bounded_and_shared_equally():
+    method = build_method("replay", {"buffer_size": 20})
+    a, b, c = _task("a", 30), _task("b", 50), _task("c", 7)
+    _fill(method, [a])
+    assert len(method.buffer["a"]) == 20 and len(set(method.buffer["a"])) == 20
+    first = list(method.buffer["a"])
+    _fill(method, [a, b])
+    _fill(method, [a, b, c])
+    assert {t: len(kept) for t, kept in method.buffer.items()} == {"a": 6, "b": 6, "c": 6}
+    assert method.buffer["a"] == first[:6]  # an earlier task gives up the end of its random order
+    assert set(method.buffer["b"]) <= set(b.train)
+    assert method.train_examples([c]) == c.train + [ex for kept in method.buffer.values() for ex in kept]
+
+
+def test_replay_reservoir_keeps_every_example_with_equal_probability():
+    method = build_method("replay", {"buffer_size": 100, "sampling": "reservoir"})
+    _fill(method, [_task("a", 1000), _task("b", 3000)])
+    kept = {t: len(v) for t, v in method.buffer.items()}
+    assert sum(kept.values()) == 100 and method.seen == 4000
+    assert 15 <= kept["a"] <= 35  # expected 25: 1000 of the 4000 examples seen
+    assert all(len(set(v)) == len(v) for v in method.buffer.values())
+
+
+def test_replay_buffer_survives_a_checkpoint(tmp_path):
+    method = build_method("replay", {"buffer_size": 5})
+    messages = ({"role": "user", "content": "hi"},)
+    task = Task("m", [Example("Say.", str(i), "y", ("y", "yes"), id=f"e{i}", messages=messages) for i in range(9)], [])
+    _fill(method, [task])
+    save_state(tmp_path, "method", method.state_dict())
+    restored = build_method("replay", {"buffer_size": 5})
+    restored.load_state_dict(load_state(tmp_path, "method"))
+    assert restored.buffer == method.buffer and restored.seen == method.seen
+    assert restored.buffer["m"][0].messages == messages
+
+
+def test_replay_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="sampling"):
+        build_method("replay", {"sampling": "fifo"})
+
+
+# --- in a run, stopped mid-stage and resumed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ewc", "lwf", "replay"])
+def test_resumed_inside_stage_2_ends_as_an_uninterrupted_run(tiny_config, tmp_path, name):
+    tiny_config.method.name = name
+    tiny_config.training.checkpoint_every = 1
+    if name == "replay":
+        tiny_config.method.params = {"buffer_size": 4}
+    reference = runner.run(tiny_config.model_copy(update={"output_dir": str(tmp_path / "ref")}), progress=False, log=lambda *_: None)
+    cfg = tiny_config.model_copy(update={"output_dir": str(tmp_path / "run")})
+    log = tmp_path / "run" / "train_log.jsonl"
+
+    @contextmanager
+    def stop_at_stage_2_step_2():  # stands in for a SIGINT there
+        yield lambda: log.exists() and len(log.read_text().splitlines()) == 4 + 2
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "stop_on_signals", stop_at_stage_2_step_2)
+        with pytest.raises(Interrupted, match="stopped at stage 2, step 2"):
+            runner.run(cfg, progress=False, log=lambda *_: None)
+    resumed = runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
+    out, ref = RunDir(resumed.run_dir), RunDir(reference.run_dir)
+    assert [s["resumed_at_step"] for s in out.read_json("manifest.json")["timings"]["stages"]] == [0, 2]
+    assert resumed.matrix == reference.matrix
+    assert out.read_jsonl("train_log.jsonl") == ref.read_jsonl("train_log.jsonl")
+    assert out.read_json("results.json")["method"] == ref.read_json("results.json")["method"]
+    if name == "replay":
+        assert out.read_json("replay_buffer.json") == ref.read_json("replay_buffer.json")
+        assert sum(map(len, out.read_json("replay_buffer.json")["buffer"].values())) == 4
+    assert not math.isnan(resumed.metrics["Avg.ACC"])
