@@ -1,4 +1,4 @@
-"""``lcia run | eval | metrics | report | sweep | route | ask``: parses arguments, calls the library."""
+"""``lcia run | eval | metrics | report | sweep | compare | route | ask``: parses arguments, calls the library."""
 
 from __future__ import annotations
 
@@ -119,6 +119,39 @@ def _cmd_sweep(args) -> None:
     console.print(f"report: {report}")
 
 
+def _cmd_compare(args) -> None:
+    import json
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from lcia.compare import run_compare, split_methods
+    from lcia.config import load_config
+    from lcia.evaluation.metrics import METRICS
+
+    base = load_config(args.config, args.set)
+    name = Path(args.config).stem if args.config else "default"
+    path = run_compare(
+        base,
+        methods=split_methods(args.methods),
+        seeds=_list(args.seeds, int) if args.seeds else [base.seed],
+        out=Path(args.out or f"runs/compare-{name}"),
+        progress=not args.quiet,
+        log=lambda line: console.print(line, soft_wrap=True, markup=False),
+    )
+    record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    table = Table("method", "seeds", *METRICS, title="comparison (mean ± std over seeds)")
+    for setting in record["settings"]:
+        cells = [setting["cells"].get(m) for m in METRICS]
+        table.add_row(
+            setting["method"],
+            str(len(setting["seeds"])),
+            *("n/a" if c is None else f"{c['mean']:.3f}" + (f" ± {c['std']:.3f}" if c["std"] is not None else "") for c in cells),
+        )
+    console.print(table)
+    console.print(f"written to {path} (and comparison.json; report.md covers every run)")
+
+
 def _cmd_route(args) -> None:
     from rich.table import Table
 
@@ -200,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder of the sweep's runs and report (default: runs/sweep-NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("compare", help="several methods on the same stream, seeds and budget; one comparison table")
+    p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
+    p.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated methods, each NAME or NAME:KEY=VALUE,..., e.g. seq-lora,ewc:lam=1e5,gamma=0.9,lwf",
+    )
+    p.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3 (default: the config's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--out", default=None, help="folder of the runs and the comparison (default: runs/compare-NAME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("route", help="which group (adapter) of a run an instruction goes to, with the similarities")
     p.add_argument("run_dir")

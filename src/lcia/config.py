@@ -6,6 +6,7 @@ Every field has a default that runs: ``RunConfig()`` is the demo (the ``ni-cit-s
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import yaml
@@ -133,6 +134,14 @@ class RunConfig(_Section):
         return f"runs/{stream}-{self.method.name}-seed{self.seed}{order}"
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value read as YAML, with ``1e5`` a number (YAML 1.1 needs ``1.0e+5``)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
+
+
 def _apply_override(data: dict, assignment: str) -> tuple:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -143,7 +152,7 @@ def _apply_override(data: dict, assignment: str) -> tuple:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise input_error("is not a section", file="--set", field=part)
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = parse_value(raw)
     return tuple(parts)
 
 

@@ -39,11 +39,8 @@ def _finished(path: Path) -> bool:
     return results.exists() and "metrics" in RunDir(path).read_json("results.json")
 
 
-def run_sweep(
-    base: RunConfig, seeds: list[int], orders: list[str], streams: list[str], out: Path, progress: bool, log=print
-) -> Path:
-    """Run (or finish) every combination, then write out/report.md over all of them; returns its path."""
-    configs = sweep_configs(base, seeds, orders, streams, out)
+def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
+    """Run every config to the end: a finished run is kept, a stopped one resumed, another config's refused."""
     for i, cfg in enumerate(configs, start=1):
         path = Path(cfg.run_dir())
         if (path / "config.yaml").exists() and yaml.safe_load((path / "config.yaml").read_text()) != cfg.model_dump(
@@ -56,4 +53,12 @@ def run_sweep(
         resume = (path / "manifest.json").exists()
         log(f"[{i}/{len(configs)}] {path}: " + ("resuming" if resume else "running"))
         run(cfg, resume=resume, progress=progress, log=log)
+
+
+def run_sweep(
+    base: RunConfig, seeds: list[int], orders: list[str], streams: list[str], out: Path, progress: bool, log=print
+) -> Path:
+    """Run (or finish) every combination, then write out/report.md over all of them; returns its path."""
+    configs = sweep_configs(base, seeds, orders, streams, out)
+    run_or_resume(configs, progress, log)
     return write_report([cfg.run_dir() for cfg in configs], out)

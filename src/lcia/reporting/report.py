@@ -289,7 +289,7 @@ def manifest_block(run: Run) -> str:
     return f"### {run.label}\n\n" + "\n".join(lines)
 
 
-def comparison_section(comparison: Comparison) -> str:
+def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison") -> str:
     settings = comparison.settings
     members = markdown_table(
         ["setting", "seeds", "runs"],
@@ -311,7 +311,7 @@ def comparison_section(comparison: Comparison) -> str:
         columns = "The runs cover different task lists, so only the metrics are compared."
     return "\n\n".join(
         [
-            "## 2. Comparison",
+            heading,
             "A setting is the set of runs whose configs are identical except for `seed` and `output_dir`.",
             members,
             "Cells: with one seed, the run's value and, for the metrics, its 95% paired-bootstrap interval over "

@@ -1,0 +1,84 @@
+"""lcia compare: method specs, one config per (method, seed), and the comparison over real tiny runs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from lcia.cli import main
+from lcia.compare import compare_configs, parse_method, run_compare, split_methods
+from lcia.errors import LciaError
+from lcia.run_dir import RunDir
+
+
+def test_method_specs():
+    assert split_methods("seq-lora,ewc:lam=1e5,gamma=0.9,lwf") == ["seq-lora", "ewc:lam=1e5,gamma=0.9", "lwf"]
+    assert parse_method("ewc:lam=1e5,gamma=0.9") == ("ewc", {"lam": 1e5, "gamma": 0.9})
+    assert parse_method("replay:sampling=reservoir") == ("replay", {"sampling": "reservoir"})
+    with pytest.raises(LciaError, match="no method before it"):
+        split_methods("lam=1,ewc")
+    with pytest.raises(LciaError, match="key=value"):
+        parse_method("ewc:lam")
+
+
+def test_configs_differ_only_in_method_and_seed(tiny_config, tmp_path):
+    configs = compare_configs(tiny_config, ["seq-lora", "ewc:lam=10"], [1, 2], tmp_path)
+    assert [(c.method.name, c.method.params, c.seed) for c in configs] == [
+        ("seq-lora", {}, 1),
+        ("seq-lora", {}, 2),
+        ("ewc", {"lam": 10}, 1),
+        ("ewc", {"lam": 10}, 2),
+    ]
+    assert configs[3].run_dir() == str(tmp_path / "ewc-lam10-seed2")
+    dumps = [c.model_dump(mode="json") for c in configs]
+    for dump in dumps:
+        for key in ("method", "seed", "output_dir"):
+            dump.pop(key)
+    assert all(d == dumps[0] for d in dumps)
+
+
+@pytest.mark.parametrize(
+    "methods, message",
+    [(["nope"], "unknown method 'nope'"), (["ewc:lamda=1"], "unknown parameters"), (["lwf", "lwf"], "twice")],
+)
+def test_bad_methods_fail_before_any_run(tiny_config, tmp_path, methods, message):
+    with pytest.raises(LciaError, match=message):
+        compare_configs(tiny_config, methods, [0], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path):
+    out = tmp_path / "cmp"
+    path = run_compare(tiny_config, ["seq-lora", "replay:buffer_size=4"], [0, 1], out, progress=False, log=lambda *_: None)
+    record = json.loads((out / "comparison.json").read_text())
+    assert [s["method"] for s in record["settings"]] == ["seq-lora", "replay (buffer_size=4)"]
+    for setting in record["settings"]:
+        assert setting["seeds"] == [0, 1]
+        results = [RunDir(run).read_json("results.json") for run in setting["runs"]]
+        for column, cell in setting["cells"].items():
+            if column in record["tasks"]:
+                values = [r["matrix"][-1][record["tasks"].index(column)] for r in results]
+            else:
+                values = [r["metrics"][column] for r in results]
+            if cell is None:
+                assert None in values
+                continue
+            assert cell["values"] == values
+            assert cell["mean"] == pytest.approx(statistics.fmean(values))
+            assert cell["std"] == pytest.approx(statistics.stdev(values))
+    text = path.read_text()
+    assert "| replay (buffer_size=4) | 2 (0, 1) |" in text and "Avg.ACC" in text
+    assert (out / "report.md").exists()
+
+    # a second call keeps the finished runs
+    lines = []
+    run_compare(tiny_config, ["seq-lora", "replay:buffer_size=4"], [0, 1], out, progress=False, log=lines.append)
+    assert sum("finished, kept" in line for line in lines) == 4
+
+
+def test_cli_compare_rejects_a_bad_method_with_one_line(tmp_path, capsys):
+    assert main(["compare", "--methods", "seq-lora,nope", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown method 'nope'" in err
