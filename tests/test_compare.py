@@ -8,7 +8,8 @@ import statistics
 import pytest
 
 from lcia.cli import main
-from lcia.compare import compare_configs, parse_method, run_compare, split_methods
+from lcia.compare import compare_configs, run_compare
+from lcia.methods.spec import parse_method, split_methods
 from lcia.errors import LciaError
 from lcia.run_dir import RunDir
 

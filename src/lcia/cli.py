@@ -125,7 +125,8 @@ def _cmd_compare(args) -> None:
 
     from rich.table import Table
 
-    from lcia.compare import run_compare, split_methods
+    from lcia.compare import run_compare
+    from lcia.methods.spec import split_methods
     from lcia.config import load_config
     from lcia.evaluation.metrics import METRICS
 

@@ -1,0 +1,138 @@
+"""Every training method on a GPU: two stages under bf16 autocast, a checkpoint round trip, and step times.
+
+A check of the device path, for a machine with CUDA (none is needed anywhere else in lcia; without one it
+runs in fp32 on the CPU, a smoke test of the script): each method
+trains a randomly initialised Llama (no download, no tokenizer) for two stages with Accelerate's bf16
+autocast, so state kept on the host, a tensor on the wrong device or a dtype mismatch fails here. After
+stage 2 the method's state and the trainable tensors go through a checkpoint (safetensors) into a fresh
+model and method, which must give the same loss on a batch. Prints and writes each method's median step
+time and its ratio to ``seq-lora``.
+
+    python benchmarks/gpu_methods.py --out benchmarks/results/gpu_methods.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from harness import write_results
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lcia.checkpoint import Checkpoints
+from lcia.methods.spec import parse_method, split_methods
+from lcia.config import TrainingConfig
+from lcia.data.prompts import IGNORE_INDEX, Encoded
+from lcia.data.schema import Example
+from lcia.data.tasks import Task
+from lcia.methods import build_method
+from lcia.models.lora import lora_config
+from lcia.training.loop import answer_forward, collate, train_stage
+
+
+class Pad:
+    pad_token_id = 0
+
+
+def model_of(args) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        num_key_value_heads=args.hidden // 64,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def task_data(name: str, stage: int, n: int, length: int, vocab: int) -> tuple[Task, list[Encoded]]:
+    generator = torch.Generator().manual_seed(stage)
+    features = []
+    for _ in range(n):
+        ids = torch.randint(1, vocab, (length,), generator=generator).tolist()
+        features.append(Encoded(ids, [IGNORE_INDEX] * (length - 4) + ids[-4:], False))
+    examples = [Example(f"Task {name}.", str(i), "x") for i in range(n)]  # replay keeps these
+    return Task(name, examples, []), features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="seq-lora,ewc,lwf,replay,olora,moelora,dema,lcia")
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="on CUDA (the CPU: fp32)")
+    parser.add_argument("--out", default="benchmarks/results/gpu_methods.json")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()  # without one, the same in fp32 on the CPU (a smoke test of this script)
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    accelerator = Accelerator(mixed_precision="bf16" if cuda and args.precision == "bf16" else "no")
+    lora = lora_config(16, 32, 0.0, ["q_proj", "v_proj"])
+    cfg = TrainingConfig(batch_size=args.batch, lr=1e-3, checkpoint_every=0)
+    stages = [task_data(name, k, 256, args.length, args.vocab) for k, name in enumerate(("a", "b"), start=1)]
+    results = {}
+    for spec in split_methods(args.methods):
+        method = build_method(*parse_method(spec))
+        model = method.setup(model_of(args), lora).to(accelerator.device)
+        ticks: list[float] = []
+        for stage, (task, features) in enumerate(stages, start=1):
+            added = method.train_examples([task])[len(task.train) :]  # replay: its buffer, as more random rows
+            stage_features = features + [features[i % len(features)] for i in range(len(added))]
+            sync()
+            train_stage(
+                model,
+                Pad(),
+                method,
+                [task],
+                stage_features,
+                stage=stage,
+                steps=args.steps,
+                cfg=cfg,
+                seed=0,
+                accelerator=accelerator,
+                on_step=(lambda record: (sync(), ticks.append(time.perf_counter()))),
+                progress=False,
+            )
+        batch = {k: v.to(accelerator.device) for k, v in collate(stages[1][1][:8], 0).items()}
+        with torch.no_grad(), accelerator.autocast():
+            loss = float(answer_forward(model, batch).loss)
+        with tempfile.TemporaryDirectory() as folder:  # a checkpoint into a fresh model and method
+            checkpoints = Checkpoints(Path(folder))
+            checkpoints.save({"stage": 2, "step": args.steps, "steps": args.steps, "skipped_steps": 0}, model, method)
+            fresh_method = build_method(*parse_method(spec))
+            fresh = fresh_method.setup(model_of(args), lora).to(accelerator.device)
+            checkpoints.restore(checkpoints.latest(), fresh, fresh_method)
+            fresh.eval()
+            with torch.no_grad(), accelerator.autocast():
+                restored = float(answer_forward(fresh, batch).loss)
+        steps = [b - a for a, b in zip(ticks[args.steps + 1 :], ticks[args.steps + 2 :])]  # stage 2, first dropped
+        results[spec] = {
+            "stage2_median_step_seconds": round(statistics.median(steps), 5),
+            "loss": round(loss, 5),
+            "loss_after_checkpoint_round_trip": round(restored, 5),
+            "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+        }
+        print(spec, results[spec], flush=True)
+        del model, fresh
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.empty_cache()
+    base = results["seq-lora"]["stage2_median_step_seconds"] if "seq-lora" in results else None
+    for value in results.values():
+        value["step_ratio_to_seq_lora"] = round(value["stage2_median_step_seconds"] / base, 3) if base else None
+    write_results(args.out, {"args": vars(args), "device": torch.cuda.get_device_name() if cuda else "cpu", "methods": results})
+
+
+if __name__ == "__main__":
+    main()
