@@ -1,14 +1,18 @@
-"""The cost of each method per optimizer step, as a ratio to plain LoRA training (``seq-lora``).
+"""The cost of each method per optimizer step, as a ratio to plain LoRA training (``seq-lora``), and what it stores.
 
-Every method trains a fresh rank-8 LoRA on SmolLM2-135M-Instruct from the same examples of one task, in
-alternating blocks of steps over ``--rounds`` (one process, same batches). Two measurements:
+Every method trains a fresh rank-8 LoRA on SmolLM2-135M-Instruct: a first task for a few untimed steps
+(so that methods which act from the second task on, such as ewc, lwf, olora and replay, have a previous
+task), then the timed task, in alternating blocks over ``--rounds`` (one process, same batches). Measured:
 * the time inside the method's per-step hooks (``loss``, ``after_backward``, ``after_optimizer_step``)
   as a share of each step, timed around the hooks themselves: precise;
-* the median step time over that of ``seq-lora``: everything the method changes, noisier.
+* the median step time over that of ``seq-lora``: everything the method changes (extra adapters in the
+  forward pass, a teacher pass), noisier;
+* the memory the method keeps: the tensors of its state_dict and the model's trainable-or-adapter
+  parameters, in MB (fp32), after the second task.
 
 A method is ``name`` or ``name:key=value,...`` with its parameters, e.g. ``dema:preset=scaled``.
 
-    python benchmarks/method_overhead.py --methods seq-lora,ema,dema,dema:preset=scaled,grouping,lcia
+    python benchmarks/method_overhead.py --methods seq-lora,ewc,lwf,replay,olora,moelora,dema,lcia
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import argparse
 import statistics
 import time
 
-import yaml
+import torch
 from accelerate import Accelerator
 from harness import encoded, peak_rss_mb, task_of, write_results
 
+from lcia.checkpoint import adapter_weights
+from lcia.methods.spec import parse_method, split_methods
 from lcia.config import TrainingConfig
+from lcia.data.prompts import encode_for_training
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
@@ -30,9 +37,15 @@ from lcia.training.loop import train_stage
 HOOKS = ("loss", "after_backward", "after_optimizer_step")
 
 
-def parse(spec: str) -> tuple[str, dict]:
-    name, _, params = spec.partition(":")
-    return name, {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in params.split(",") if p)}
+def tensor_mb(obj) -> float:
+    """MB held by the tensors anywhere inside ``obj`` (dicts, lists, tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() / 2**20
+    if isinstance(obj, dict):
+        return sum(tensor_mb(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_mb(v) for v in obj)
+    return 0.0
 
 
 def timed_hooks(method) -> list[float]:
@@ -57,8 +70,10 @@ def timed_hooks(method) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=SMOLLM2)
-    parser.add_argument("--task", default="plural")
-    parser.add_argument("--methods", default="seq-lora,ema,dema,dema:preset=scaled,grouping,lcia")
+    parser.add_argument("--first-task", default="add2", help="trained first, untimed")
+    parser.add_argument("--first-steps", type=int, default=3)
+    parser.add_argument("--task", default="plural", help="trained second, timed")
+    parser.add_argument("--methods", default="seq-lora,ewc,lwf,replay,olora,moelora,ema,dema,grouping,lcia")
     parser.add_argument("--steps", type=int, default=12, help="steps per block (the first is not timed)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rank", type=int, default=8)
@@ -66,36 +81,47 @@ def main() -> None:
     args = parser.parse_args()
 
     tokenizer = load_tokenizer(args.model)
-    task = task_of(args.task)
-    features = encoded(tokenizer, task)
+    first, task = task_of(args.first_task), task_of(args.task)
+    first_features, features = encoded(tokenizer, first), encoded(tokenizer, task)
     lora = lora_config(args.rank, 2 * args.rank, 0.0, ["q_proj", "v_proj"])
-    specs = args.methods.split(",")
+    specs = split_methods(args.methods)
     if specs[0] != "seq-lora":
         specs = ["seq-lora"] + [s for s in specs if s != "seq-lora"]
     step_times = {spec: [] for spec in specs}
     hook_times = {spec: [] for spec in specs}
+    memory = {}
     for round_ in range(args.rounds):
         for spec in specs:
-            method = build_method(*parse(spec))
+            method = build_method(*parse_method(spec))
             model = method.setup(load_base_model(args.model), lora)
-            hooks, ticks = timed_hooks(method), []
-            train_stage(
-                model,
-                tokenizer,
-                method,
-                [task],
-                features,
-                stage=1,
-                steps=args.steps,
-                cfg=TrainingConfig(steps=args.steps, checkpoint_every=0),
-                seed=0,
-                accelerator=Accelerator(),
-                on_step=lambda record: ticks.append(time.perf_counter()),
-                progress=False,
-            )
+            for stage, (stage_task, stage_features, steps) in enumerate(
+                [(first, first_features, args.first_steps), (task, features, args.steps)], start=1
+            ):
+                if stage == 2:
+                    hooks, ticks = timed_hooks(method), []
+                    added = method.train_examples([task])[len(task.train) :]  # replay's buffer
+                    stage_features = features + [encode_for_training(tokenizer, ex, 256) for ex in added]
+                train_stage(
+                    model,
+                    tokenizer,
+                    method,
+                    [stage_task],
+                    stage_features,
+                    stage=stage,
+                    steps=steps,
+                    cfg=TrainingConfig(steps=steps, checkpoint_every=0),
+                    seed=0,
+                    accelerator=Accelerator(),
+                    on_step=(lambda record: ticks.append(time.perf_counter())) if stage == 2 else None,
+                    progress=False,
+                )
             step_times[spec] += [b - a for a, b in zip(ticks, ticks[1:])]
             hook_times[spec] += hooks[1 : args.steps]
-            print(f"round {round_}: {spec} {statistics.median(step_times[spec]):.3f} s/step")
+            memory[spec] = {
+                "method_state_mb": round(tensor_mb(method.state_dict()), 2),
+                "adapter_mb": round(tensor_mb(adapter_weights(model)), 2),
+            }
+            print(f"round {round_}: {spec} {statistics.median(step_times[spec]):.3f} s/step, {memory[spec]}")
     base = statistics.median(step_times["seq-lora"])
     write_results(
         args.out,
@@ -107,6 +133,7 @@ def main() -> None:
                 k: round(statistics.median(hook_times[k]) / statistics.median(step_times[k]), 5) for k in specs
             },
             "median_hook_seconds": {k: round(statistics.median(v), 5) for k, v in hook_times.items()},
+            "memory_mb": memory,
             "peak_rss_mb": peak_rss_mb(),
         },
     )
