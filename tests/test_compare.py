@@ -6,6 +6,7 @@ import json
 import statistics
 
 import pytest
+import yaml
 
 from lcia.cli import main
 from lcia.compare import compare_configs, run_compare
@@ -50,7 +51,7 @@ def test_bad_methods_fail_before_any_run(tiny_config, tmp_path, methods, message
     assert not (tmp_path / "out").exists()
 
 
-def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path):
+def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path, capsys):
     out = tmp_path / "cmp"
     path = run_compare(tiny_config, ["seq-lora", "replay:buffer_size=4"], [0, 1], out, progress=False, log=lambda *_: None)
     record = json.loads((out / "comparison.json").read_text())
@@ -73,10 +74,13 @@ def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path):
     assert "| replay (buffer_size=4) | 2 (0, 1) |" in text and "Avg.ACC" in text
     assert (out / "report.md").exists()
 
-    # a second call keeps the finished runs
-    lines = []
-    run_compare(tiny_config, ["seq-lora", "replay:buffer_size=4"], [0, 1], out, progress=False, log=lines.append)
-    assert sum("finished, kept" in line for line in lines) == 4
+    # the command line, again: it keeps the finished runs and prints the table
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")), encoding="utf-8")
+    argv = ["compare", str(config), "--methods", "seq-lora,replay:buffer_size=4", "--seeds", "0,1", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished, kept") == 4 and "replay (buffer_size=4)" in printed and "comparison.md" in printed
 
 
 def test_cli_compare_rejects_a_bad_method_with_one_line(tmp_path, capsys):

@@ -141,7 +141,9 @@ def _cmd_compare(args) -> None:
         log=lambda line: console.print(line, soft_wrap=True, markup=False),
     )
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    table = Table("method", "seeds", *METRICS, title="comparison (mean ± std over seeds)")
+    table = Table(title="comparison (mean ± std over seeds)")
+    for column in ("method", "seeds", *METRICS):
+        table.add_column(column, no_wrap=column == "method")
     for setting in record["settings"]:
         cells = [setting["cells"].get(m) for m in METRICS]
         table.add_row(
