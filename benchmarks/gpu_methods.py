@@ -131,7 +131,8 @@ def main() -> None:
     base = results["seq-lora"]["stage2_median_step_seconds"] if "seq-lora" in results else None
     for value in results.values():
         value["step_ratio_to_seq_lora"] = round(value["stage2_median_step_seconds"] / base, 3) if base else None
-    write_results(args.out, {"args": vars(args), "device": torch.cuda.get_device_name() if cuda else "cpu", "methods": results})
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    write_results(args.out, {"args": vars(args), "device": device, "methods": results})
 
 
 if __name__ == "__main__":

@@ -103,3 +103,28 @@ def tiny_config(tiny_model_dir, stream_file, tmp_path):
             "lora.r=4",
         ],
     )
+
+
+@pytest.fixture
+def stop_and_resume():
+    """Runs ``cfg`` to a stop after ``steps`` lines of its training log (as a SIGINT there would), then resumes it."""
+    from contextlib import contextmanager
+    from pathlib import Path
+
+    from lcia import runner
+    from lcia.errors import Interrupted
+
+    def go(cfg, steps: int, stopped_at: str):
+        log = Path(cfg.run_dir()) / "train_log.jsonl"
+
+        @contextmanager
+        def stop_there():
+            yield lambda: log.exists() and len(log.read_text().splitlines()) == steps
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(runner, "stop_on_signals", stop_there)
+            with pytest.raises(Interrupted, match=stopped_at):
+                runner.run(cfg, progress=False, log=lambda *_: None)
+        return runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
+
+    return go

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-
 import pytest
 import torch
 from accelerate import Accelerator
@@ -14,7 +12,6 @@ from lcia.checkpoint import load_state, save_state
 from lcia.config import TrainingConfig
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
-from lcia.errors import Interrupted
 from lcia.methods import TrainContext, build_method
 from lcia.methods.lwf import distillation_loss
 from lcia.run_dir import RunDir
@@ -230,24 +227,15 @@ def test_replay_rejects_bad_parameters():
 
 
 @pytest.mark.parametrize("name", ["ewc", "lwf", "replay"])
-def test_resumed_inside_stage_2_ends_as_an_uninterrupted_run(tiny_config, tmp_path, name):
+def test_resumed_inside_stage_2_ends_as_an_uninterrupted_run(tiny_config, tmp_path, stop_and_resume, name):
     tiny_config.method.name = name
     tiny_config.training.checkpoint_every = 1
     if name == "replay":
         tiny_config.method.params = {"buffer_size": 4}
-    reference = runner.run(tiny_config.model_copy(update={"output_dir": str(tmp_path / "ref")}), progress=False, log=lambda *_: None)
+    reference_cfg = tiny_config.model_copy(update={"output_dir": str(tmp_path / "ref")})
+    reference = runner.run(reference_cfg, progress=False, log=lambda *_: None)
     cfg = tiny_config.model_copy(update={"output_dir": str(tmp_path / "run")})
-    log = tmp_path / "run" / "train_log.jsonl"
-
-    @contextmanager
-    def stop_at_stage_2_step_2():  # stands in for a SIGINT there
-        yield lambda: log.exists() and len(log.read_text().splitlines()) == 4 + 2
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "stop_on_signals", stop_at_stage_2_step_2)
-        with pytest.raises(Interrupted, match="stopped at stage 2, step 2"):
-            runner.run(cfg, progress=False, log=lambda *_: None)
-    resumed = runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
+    resumed = stop_and_resume(cfg, 4 + 2, "stopped at stage 2, step 2")
     out, ref = RunDir(resumed.run_dir), RunDir(reference.run_dir)
     assert [s["resumed_at_step"] for s in out.read_json("manifest.json")["timings"]["stages"]] == [0, 2]
     assert resumed.matrix == reference.matrix

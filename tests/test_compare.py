@@ -53,7 +53,8 @@ def test_bad_methods_fail_before_any_run(tiny_config, tmp_path, methods, message
 
 def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path, capsys):
     out = tmp_path / "cmp"
-    path = run_compare(tiny_config, ["seq-lora", "replay:buffer_size=4"], [0, 1], out, progress=False, log=lambda *_: None)
+    methods = ["seq-lora", "replay:buffer_size=4"]
+    path = run_compare(tiny_config, methods, [0, 1], out, progress=False, log=lambda *_: None)
     record = json.loads((out / "comparison.json").read_text())
     assert [s["method"] for s in record["settings"]] == ["seq-lora", "replay (buffer_size=4)"]
     for setting in record["settings"]:

@@ -2,7 +2,6 @@
 
 import json
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from lcia.config import TrainingConfig, load_config
 from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
-from lcia.errors import Interrupted
 from lcia.evaluate import evaluate_run
 from lcia.methods import TrainContext, build_method
 from lcia.methods.olora import OLora
@@ -218,20 +216,12 @@ def test_a_run_saves_every_adapter_and_lcia_eval_answers_with_their_sum(olora_ru
     assert list(evaluate_run(str(result.run_dir), progress=False).values()) == result.matrix[-1]
 
 
-def test_a_run_stopped_inside_stage_two_resumes_to_the_uninterrupted_run(olora_run, olora_config, tmp_path):
+def test_a_run_stopped_inside_stage_two_resumes_to_the_uninterrupted_run(
+    olora_run, olora_config, tmp_path, stop_and_resume
+):
     reference = RunDir(olora_run[0].run_dir)
     cfg = olora_config(tmp_path / "run")
-    log = tmp_path / "run" / "train_log.jsonl"
-
-    @contextmanager
-    def stop_at_stage_2_step_3():  # stands in for a SIGINT there
-        yield lambda: log.exists() and len(log.read_text().splitlines()) == 6 + 3
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "stop_on_signals", stop_at_stage_2_step_3)
-        with pytest.raises(Interrupted, match="stopped at stage 2, step 3"):
-            runner.run(cfg, progress=False, log=lambda *_: None)
-    resumed = runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
+    resumed = stop_and_resume(cfg, 6 + 3, "stopped at stage 2, step 3")
     out = RunDir(resumed.run_dir)
     assert [s["resumed_at_step"] for s in out.read_json("manifest.json")["timings"]["stages"]] == [0, 3]
     assert resumed.matrix == olora_run[0].matrix

@@ -119,6 +119,12 @@ def _cmd_sweep(args) -> None:
     console.print(f"report: {report}")
 
 
+def _mean_std(cell: dict | None) -> str:
+    if cell is None:
+        return "n/a"
+    return f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["std"] is not None else "")
+
+
 def _cmd_compare(args) -> None:
     import json
     from pathlib import Path
@@ -149,7 +155,7 @@ def _cmd_compare(args) -> None:
         table.add_row(
             setting["method"],
             str(len(setting["seeds"])),
-            *("n/a" if c is None else f"{c['mean']:.3f}" + (f" ± {c['std']:.3f}" if c["std"] is not None else "") for c in cells),
+            *(_mean_std(c) for c in cells),
         )
     console.print(table)
     console.print(f"written to {path} (and comparison.json; report.md covers every run)")
