@@ -2,7 +2,9 @@
 
 ``lcia eval`` scores it on any stream, ``lcia route`` shows which group an instruction goes to (with
 the similarity to each group), and ``lcia ask`` answers with the routed adapter: the trained run as
-an assistant. A run without a codebook (one adapter) answers everything with that adapter.
+an assistant. A run without a codebook answers everything with its stage's adapter(s), set up by the
+run's method from the files it saved beside them (``Method.load_stage``: all of O-LoRA's adapters
+together, MoELoRA's experts with their routers).
 """
 
 from __future__ import annotations
