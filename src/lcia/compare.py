@@ -20,6 +20,7 @@ import itertools
 import json
 import shlex
 import statistics
+import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -95,8 +96,11 @@ def comparison_record(comparison: Comparison) -> dict:
     return {"tasks": comparison.tasks, "settings": settings}
 
 
-def write_comparison(run_dirs: list[str], out: Path) -> Path:
-    """comparison.md and comparison.json over finished runs; returns comparison.md's path."""
+def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None = None) -> Path:
+    """comparison.md and comparison.json over finished runs; returns comparison.md's path.
+
+    ``command`` (default: this process's) is recorded; a kept run's manifest names the command that ran it.
+    """
     runs = label_runs([load_run(Path(path)) for path in run_dirs])
     comparison = compare(group_settings(runs))
     config = runs[0].config
@@ -109,7 +113,7 @@ def write_comparison(run_dirs: list[str], out: Path) -> Path:
     text = "\n\n".join(
         [
             "# Comparison of methods",
-            f"Command: `{shlex.join(runs[0].manifest.get('command', []))}`",
+            f"Command: `{shlex.join(command or sys.argv)}`",
             f"Stream {config['stream']}, model {config['model']['name_or_path']}, LoRA r={config['lora']['r']}, "
             f"{training['steps']} steps per task, batch {training['batch_size']} x {training['grad_accum']}, "
             f"lr {training['lr']}; every run differs from the others only in its method and seed.",
