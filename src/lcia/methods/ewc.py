@@ -51,13 +51,6 @@ class Ewc(Method):
         self.task_fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in trainable(ctx.model).items()}
         self.task_steps = 0
 
-    def penalty(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(lam / 2) sum F (theta - theta*)^2 over every anchored tensor."""
-        total = torch.zeros((), dtype=torch.float32)
-        for name, fisher in self.fisher.items():
-            total = total + (fisher * (params[name].detach().float() - self.anchor[name]) ** 2).sum().cpu()
-        return 0.5 * self.lam * total
-
     def after_backward(self, ctx: TrainContext) -> None:
         params = trainable(ctx.model)
         device = next(iter(params.values())).device
@@ -71,11 +64,14 @@ class Ewc(Method):
         self.task_steps += 1
         if not self.fisher:
             return
-        ctx.log["ewc_penalty"] = float(self.penalty(params))
+        penalty = torch.zeros((), device=device)  # summed on the device: one synchronisation per step
         for name, fisher in self.fisher.items():
             p = params[name]
-            pull = self.lam * fisher * (p.detach().float() - self.anchor[name])
+            drift = p.detach().float() - self.anchor[name]
+            penalty += (fisher * drift**2).sum()
+            pull = self.lam * fisher * drift  # the penalty's gradient
             p.grad = pull.to(p.dtype) if p.grad is None else p.grad + pull.to(p.grad.dtype)
+        ctx.log["ewc_penalty"] = 0.5 * self.lam * float(penalty)
 
     def after_task(self, ctx: TrainContext) -> None:
         for name, p in trainable(ctx.model).items():
