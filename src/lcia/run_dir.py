@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,13 +34,17 @@ from lcia.errors import LciaError, input_error
 from lcia.evaluation.grid import Cell
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename: a crash never leaves half a file behind."""
+def replace_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """``write(temporary path)`` to a temporary sibling, then rename: a crash never leaves half a file behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    os.close(fd)
+    write(tmp)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600
     os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    replace_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class RunDir:
@@ -86,11 +91,8 @@ class RunDir:
         """A method's artifact: JSON, or safetensors for a name ending in ``.safetensors`` (a dict of tensors)."""
         if not name.endswith(".safetensors"):
             return self.write_json(name, data)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=self.path)
-        os.close(fd)
-        save_file({k: v.detach().cpu().contiguous() for k, v in data.items()}, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.path / name)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in data.items()}
+        replace_atomic(self.path / name, lambda tmp: save_file(tensors, tmp))
 
     def read_json(self, name: str):
         path = self.path / name
