@@ -32,10 +32,6 @@ from lcia.methods.base import Capabilities, Method, TrainContext, register
 SAMPLINGS = ("balanced", "reservoir")
 
 
-def _as_record(example: Example) -> dict:
-    return dataclasses.asdict(example)
-
-
 def _as_example(record: dict) -> Example:
     return Example(**{**record, "references": tuple(record["references"]), "messages": tuple(record["messages"])})
 
@@ -94,13 +90,14 @@ class Replay(Method):
             "kept": {task: len(kept) for task, kept in self.buffer.items()},
         }
 
+    def _records(self) -> dict[str, list[dict]]:
+        return {task: [dataclasses.asdict(ex) for ex in kept] for task, kept in self.buffer.items()}
+
     def artifacts(self) -> dict[str, Any]:
-        buffer = {task: [_as_record(ex) for ex in kept] for task, kept in self.buffer.items()}
-        return {"replay_buffer.json": {**self.summary(), "buffer": buffer}}
+        return {"replay_buffer.json": {**self.summary(), "buffer": self._records()}}
 
     def state_dict(self) -> dict[str, Any]:
-        buffer = {task: [_as_record(ex) for ex in kept] for task, kept in self.buffer.items()}
-        return {"buffer": buffer, "seen": self.seen}
+        return {"buffer": self._records(), "seen": self.seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer = {task: [_as_example(r) for r in kept] for task, kept in state["buffer"].items()}
