@@ -5,13 +5,14 @@
         weights.safetensors         every adapter tensor of the model
         optimizer.safetensors/.json AdamW state (mid-stage checkpoints only)
         scheduler.json
-        rng.safetensors             torch's CPU generator (LoRA dropout)
+        rng.safetensors             torch's CPU generator (LoRA dropout), one per process
         method.safetensors/.json    the method's state_dict()
     checkpoints/latest.json         names the newest complete checkpoint
 
 A checkpoint is written into a hidden temporary folder, renamed into place, and only then named in
 ``latest.json`` (itself replaced atomically), so a crash at any moment leaves the previous checkpoint
 in force. Loading reads safetensors and JSON only: a pickled file in a checkpoint is refused.
+With several processes every rank calls ``save`` (its generator state is gathered) and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lcia import distributed
 from lcia.errors import input_error
 from lcia.run_dir import write_atomic
 
@@ -95,6 +97,13 @@ class Checkpoints:
         return json.loads((folder / "progress.json").read_text(encoding="utf-8")) | {"folder": str(folder)}
 
     def save(self, progress: dict, model, method, optimizer=None, scheduler=None) -> None:
+        """Write a checkpoint; with several processes every rank calls it and returns once it is written."""
+        rng = distributed.gather_in_order([torch.get_rng_state()], distributed.world_size())
+        if distributed.is_main():
+            self._write(progress, model, method, optimizer, scheduler, rng)
+        distributed.barrier()
+
+    def _write(self, progress, model, method, optimizer, scheduler, rng: list[torch.Tensor]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         previous = self.latest()
         number = int(Path(previous["folder"]).name.split("-")[1]) + 1 if previous else 0
@@ -106,7 +115,7 @@ class Checkpoints:
             {n: p.detach().cpu().clone().contiguous() for n, p in adapter_weights(model).items()},
             str(tmp / "weights.safetensors"),
         )
-        save_state(tmp, "rng", {"torch": torch.get_rng_state()})
+        save_state(tmp, "rng", {"torch": rng})
         save_state(tmp, "method", method.state_dict())
         if optimizer is not None:
             save_state(tmp, "optimizer", optimizer.state_dict())
@@ -134,7 +143,11 @@ class Checkpoints:
             for name, param in model.named_parameters():
                 if name in weights:
                     param.copy_(weights[name])
-        torch.set_rng_state(load_state(folder, "rng")["torch"])
+        states = load_state(folder, "rng")["torch"]
+        if isinstance(states, torch.Tensor):  # written by one process before checkpoints kept one per rank
+            states = [states]
+        # Resumed with more processes than saved it: the extra ranks take rank 0's (their dropout differs).
+        torch.set_rng_state(states[distributed.rank()] if distributed.rank() < len(states) else states[0])
 
     def restore_optimizer(self, progress: dict, optimizer, scheduler) -> None:
         """A mid-stage checkpoint's AdamW and scheduler state."""

@@ -20,10 +20,12 @@ console = Console()
 
 def _cmd_run(args) -> None:
     from lcia.config import load_config
+    from lcia.distributed import process_state
     from lcia.reporting.tables import matrix_table, metrics_table
     from lcia.run_dir import RunDir
     from lcia.runner import run
 
+    console.quiet = not process_state().is_main_process  # under `accelerate launch`, rank 0 reports
     if args.resume:
         if args.config or args.set or args.overwrite:
             raise LciaError("--resume takes the run directory's own config.yaml: give no CONFIG, --set or --overwrite")

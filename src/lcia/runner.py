@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from transformers import set_seed
 
+from lcia import distributed
 from lcia.checkpoint import Checkpoints
 from lcia.config import RunConfig
 from lcia.data.prompts import encode_for_training
@@ -94,8 +95,41 @@ def run(
         raise Interrupted(f"{err}; continue with: lcia run --resume {cfg.run_dir()}") from None
 
 
+def _open_run_dir(out: RunDir, cfg: RunConfig, processes: dict, *, overwrite: bool, resume: bool, log) -> None:
+    """Create the run directory, or cut a stopped one back to its last row and checkpoint."""
+    if resume:
+        record = out.read_json("manifest.json")
+        started_with = record.get("distributed", {"processes": 1})["processes"]
+        if started_with != processes["processes"]:
+            log(
+                f"note: resumed on {processes['processes']} processes, started on {started_with}: the same batches, "
+                "but a resumed stage's LoRA dropout masks differ from an uninterrupted run's"
+            )
+        rows = len(out.read_json("results.json")["matrix"]) if (out.path / "results.json").exists() else 0
+        out.keep_rows(rows)
+        latest = Checkpoints(out.path).latest()
+        out.keep_train_log(latest)
+        log(
+            f"resuming {out.path}: {rows} rows done, "
+            + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint")
+        )
+    else:
+        out.create(overwrite)
+        out.write_config(cfg.model_dump(mode="json"))
+        record = manifest(cfg.seed)
+        record["timings"] = {"stages": [], "rows": []}
+        record["distributed"] = processes
+    # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
+    record.setdefault("precision", resolve_precision(cfg.training.precision))
+    out.write_json("manifest.json", record)
+
+
 def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) -> RunResult:
     started = time.perf_counter()
+    state = distributed.process_state()
+    main = state.is_main_process  # only rank 0 writes the run directory and logs; every rank reads it
+    if not main:
+        log, progress = (lambda *_: None), False
     out = RunDir(cfg.run_dir())
     tasks = order_tasks(
         load_stream(cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed), cfg.data.order
@@ -111,33 +145,22 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                 f"({cfg.training.max_length} tokens): their prompts keep head and tail"
             )
 
-    with out.lock():
-        if resume:
-            record = out.read_json("manifest.json")
-            matrix = out.read_json("results.json")["matrix"] if (out.path / "results.json").exists() else []
-            out.keep_rows(len(matrix))
-        else:
-            out.create(overwrite)
-            out.write_config(cfg.model_dump(mode="json"))
-            record = manifest(cfg.seed)
-            record["timings"] = {"stages": [], "rows": []}
-            matrix = []
-        # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
-        precision = record.setdefault("precision", resolve_precision(cfg.training.precision))
-        out.write_json("manifest.json", record)
+    distributed.refuse_unsupported(state, method)
+    with out.lock() if main else nullcontext():
+        if main:
+            processes = {"processes": state.num_processes, "type": state.distributed_type.value}
+            _open_run_dir(out, cfg, processes, overwrite=overwrite, resume=resume, log=log)
+        distributed.barrier()
+        record = out.read_json("manifest.json")
+        matrix = out.read_json("results.json")["matrix"] if resume and (out.path / "results.json").exists() else []
+        precision = record["precision"]  # a resumed run keeps the one it started in
         checkpoints = Checkpoints(out.path)
         latest = checkpoints.latest() if resume else None
-        if resume:
-            out.keep_train_log(latest)
-            log(
-                f"resuming {out.path}: {len(matrix)} rows done, "
-                + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint")
-            )
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         set_seed(cfg.seed)
-        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available())
         model = load_base_model(cfg.model.name_or_path, cfg.model.dtype)
         lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         model = method.setup(model, lora).to(accelerator.device)
@@ -146,13 +169,13 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
 
         ends = [cfg.training.steps * sum(map(len, stages[:k])) for k in range(len(stages) + 1)]  # global steps
         resumed_at = ends[latest["stage"] - 1] + latest["step"] if latest else None
-        with closing(RunLoggers(cfg, out.path, resumed_at)) as loggers:
+        with closing(RunLoggers(cfg, out.path, resumed_at, enabled=main)) as loggers:
             with stop_on_signals() as should_stop:
 
                 def evaluate_row(row: int) -> None:
                     t0, scores = time.perf_counter(), []
                     for task in tasks:
-                        if should_stop():
+                        if distributed.any_rank(should_stop()):
                             raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
                         cell = evaluate_task(
                             model,
@@ -164,12 +187,14 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             max_length=cfg.evaluation.max_length,
                             progress=progress,
                         )
-                        out.append_cell(cell, task)
+                        if main:
+                            out.append_cell(cell, task)
                         scores.append(round(cell.score, 4))
                     matrix.append(scores)
                     record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
-                    out.write_json("results.json", results_record(tasks, stages, matrix))
-                    out.write_json("manifest.json", record)
+                    if main:
+                        out.write_json("results.json", results_record(tasks, stages, matrix))
+                        out.write_json("manifest.json", record)
                     log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(tasks, scores)))
                     loggers.scalars({f"score/{t.name}": s for t, s in zip(tasks, scores)}, ends[row])
 
@@ -207,8 +232,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             checkpoints=checkpoints,
                             resume=mid_stage,
                             should_stop=should_stop,
-                            on_step=lambda r, offset=ends[stage - 1]: on_step(r, offset),
-                            emit=lambda name, r: out.append(f"{name}.jsonl", [r]),
+                            on_step=(lambda r, offset=ends[stage - 1]: on_step(r, offset)) if main else None,
+                            emit=(lambda name, r: out.append(f"{name}.jsonl", [r])) if main else None,
                             progress=progress,
                         )
                         steps = cfg.training.steps * len(stage_tasks)
@@ -217,10 +242,11 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             model,
                             method,
                         )
-                        model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
-                        for name, data in method.artifacts().items():  # beside the run and the stage's adapters
-                            out.write_artifact(name, data)
-                            RunDir(out.adapter_dir(stage)).write_artifact(name, data)
+                        if main:
+                            model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
+                            for name, data in method.artifacts().items():  # beside the run and the stage's adapters
+                                out.write_artifact(name, data)
+                                RunDir(out.adapter_dir(stage)).write_artifact(name, data)
                         record["timings"]["stages"].append(
                             {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
                         )
@@ -235,10 +261,12 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                     if method.capabilities.trains:
                         evaluate_row(stage)
                     else:  # the model did not change: greedy decoding gives row 0 again
-                        out.repeat_row(stage)
                         matrix.append(list(matrix[stage - 1]))
-                        out.write_json("results.json", results_record(tasks, stages, matrix))
+                        if main:
+                            out.repeat_row(stage)
+                            out.write_json("results.json", results_record(tasks, stages, matrix))
 
+            distributed.barrier()  # rank 0 has written every prediction that the metrics read
             results = results_record(tasks, stages, matrix) | metrics_of(
                 out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
             )
@@ -249,10 +277,11 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                 results["routing"] = routing_accuracy(
                     out.read_jsonl("predictions.jsonl"), method.task_adapters(), results["stages"]
                 )
-            out.write_json("results.json", results)
             loggers.scalars({f"metrics/{k}": v for k, v in results["metrics"].items() if v is not None}, ends[-1])
             record["timings"]["total_seconds"] = round(
                 record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
             )
-            out.write_json("manifest.json", record)
+            if main:
+                out.write_json("results.json", results)
+                out.write_json("manifest.json", record)
     return RunResult(out.path, results["tasks"], matrix, results["metrics"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lcia import distributed
 from lcia.data.tasks import Task
 from lcia.evaluation.generate import generate_answers
 from lcia.evaluation.scorers import get_scorer
@@ -27,11 +28,14 @@ class Cell:
 def evaluate_task(
     model, tokenizer, task: Task, row: int, *, route=None, batch_size: int, max_length: int, progress: bool = True
 ) -> Cell:
-    adapters = [route(ex) if route else None for ex in task.test]  # routed once, recorded and used
+    """Answer and score ``task``'s test set. With several processes each rank answers its share of
+    the examples (every world-size-th) and every rank returns the whole cell, in the test set's order."""
+    test = distributed.my_share(task.test)
+    adapters = [route(ex) if route else None for ex in test]  # routed once, recorded and used
     predictions = generate_answers(
         model,
         tokenizer,
-        task.test,
+        test,
         max_new_tokens=task.max_new_tokens,
         batch_size=batch_size,
         max_length=max_length,
@@ -40,5 +44,8 @@ def evaluate_task(
         progress=progress,
     )
     scorer = get_scorer(task.scorer)
-    scores = [scorer(p, ex.references) for p, ex in zip(predictions, task.test)]
+    scores = [scorer(p, ex.references) for p, ex in zip(predictions, test)]
+    if distributed.world_size() > 1:
+        answers = distributed.gather_in_order(list(zip(predictions, scores, adapters)), len(task.test))
+        predictions, scores, adapters = (list(column) for column in zip(*answers))
     return Cell(row, task.name, predictions, scores, adapters)

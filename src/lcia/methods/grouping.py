@@ -42,9 +42,9 @@ def copy_adapter(model, source: str, target: str) -> None:
 
 @register("grouping")
 class Grouping(Method):
-    # Every rank would make the same decisions from the same instructions, but an adapter added mid-run
-    # is not in a DDP or FSDP wrapper built before it: not declared until the runner re-wraps the model.
-    capabilities = Capabilities(ddp=False, sharded=False)
+    # DDP: every rank makes the same decisions from the same instructions, and the training loop wraps
+    # each stage's model after before_task, so a new group's adapter is in the wrapper.
+    capabilities = Capabilities(ddp=True, sharded=False)
 
     def __init__(
         self, similarity: str = "tfidf", threshold: float | str = "original", adapter_init: str = "fresh", **params

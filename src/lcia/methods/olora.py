@@ -33,9 +33,8 @@ from lcia.run_dir import RunDir
 
 @register("olora")
 class OLora(Method):
-    # An adapter added mid-run is not in a DDP or FSDP wrapper built before it: not declared until the
-    # runner re-wraps the model after before_task.
-    capabilities = Capabilities(ddp=False, sharded=False)
+    # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
+    capabilities = Capabilities(ddp=True, sharded=False)
 
     def __init__(self, orth: float = 0.5, l2: float = 0.0, **params: Any):
         super().__init__(**params)

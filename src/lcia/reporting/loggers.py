@@ -15,13 +15,14 @@ from lcia.errors import input_error
 
 
 class RunLoggers:
-    def __init__(self, cfg, run_dir: Path, resumed_at: int | None = None):
+    def __init__(self, cfg, run_dir: Path, resumed_at: int | None = None, enabled: bool = True):
+        """``enabled`` False (ranks other than 0 of a multi-process run): no sink is opened."""
         self.tensorboard = self.wandb = None
-        if cfg.logging.tensorboard:
+        if enabled and cfg.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resumed_at)
-        if cfg.logging.wandb:
+        if enabled and cfg.logging.wandb:
             if importlib.util.find_spec("wandb") is None:
                 raise input_error("the wandb package is not installed (pip install wandb)", field="logging.wandb")
             import wandb

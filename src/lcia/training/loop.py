@@ -13,6 +13,11 @@ Features and their trade-offs:
   per optimizer step, on the accumulated gradient.
 * A fresh AdamW and scheduler per stage, as when each task is its own fine-tuning run.
 * bf16 autocast through Accelerate when asked (master weights stay fp32).
+* Several processes (``lcia.distributed``): every rank draws the same global batch of
+  ``training.batch_size`` and trains on its share in a DDP wrapper built for the stage, its loss
+  weighed by its share of the batch's answer tokens, so the averaged gradient is the one-process
+  gradient of the whole batch. One scalar all-reduce per micro-batch gives every rank the batch's loss
+  (and the same NaN decision); one per step agrees on a stop.
 * Seeded: the batch order and LoRA dropout depend only on (seed, stage), so runs repeat exactly.
 * Checkpoints every ``training.checkpoint_every`` steps and on SIGINT/SIGTERM; a resumed stage skips
   the batches already seen and restores optimizer, scheduler, RNG and method state, so it ends with
@@ -33,6 +38,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
+from lcia import distributed
 from lcia.checkpoint import Checkpoints
 from lcia.data.prompts import IGNORE_INDEX, Encoded
 from lcia.data.tasks import Task
@@ -66,7 +72,9 @@ def collate(features: list, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None):
+def answer_forward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None, *, ddp=None
+):
     """The model's outputs with logits only at the positions that predict an answer token, and their loss.
 
     Answers are a few tokens and prompts tens to hundreds, and the vocabulary projection over every
@@ -77,9 +85,12 @@ def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], param
     ``batch["labels"][:, 1:] != -100``; the loss equals Hugging Face's causal-LM loss (mean over
     answer tokens). A model without an output embedding gets the stock forward. ``params`` (name ->
     tensor) stand in for the model's own for this call (``torch.func.functional_call``: nothing is
-    written in place, so a graph built on the real weights stays valid).
+    written in place, so a graph built on the real weights stays valid). ``ddp``, a DDP wrapper of
+    ``model``, is called instead of it so that the backward pass averages gradients across processes.
     """
-    call = model if params is None else lambda **kwargs: torch.func.functional_call(model, params, (), kwargs)
+    call = model if ddp is None else ddp
+    if params is not None:
+        call = lambda **kwargs: torch.func.functional_call(model, params, (), kwargs)  # noqa: E731
     head = model.get_output_embeddings()
     if head is None:
         return call(**batch)
@@ -92,6 +103,11 @@ def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], param
         handle.remove()
     outputs.loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets[answers])
     return outputs
+
+
+def answer_tokens(features: list[Encoded]) -> int:
+    """How many tokens a batch's loss averages over (labels after the first position that are answers)."""
+    return sum(sum(label != IGNORE_INDEX for label in f.labels[1:]) for f in features)
 
 
 def batch_indices(lengths: list[int], batch_size: int, generator: torch.Generator):
@@ -141,8 +157,10 @@ def train_stage(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    # The scheduler is not prepared: Accelerate would step it once per process, for a sharded data loader.
+    optimizer = accelerator.prepare(optimizer)
     ctx.optimizer = optimizer
+    ddp = distributed.ddp_wrapper(model, accelerator)  # after before_task: the stage's trainable tensors
 
     start, skipped = 0, 0
     if resume is not None:
@@ -164,23 +182,34 @@ def train_stage(
         ctx.step, ctx.log = step + 1, {}
         loss_sum, finite = 0.0, True
         for micro in range(cfg.grad_accum):
+            indices = next(batches)  # the global batch, the same on every rank
+            mine = distributed.my_share(indices)
+            # This rank's weight: its share of the answer tokens, times the ranks DDP averages over. A
+            # rank left without an example trains on one with weight 0, as every rank must take part.
+            share = 1.0
+            if distributed.world_size() > 1:
+                share = answer_tokens([features[i] for i in mine]) * distributed.world_size()
+                share /= answer_tokens([features[i] for i in indices])
             batch = {
                 k: v.to(accelerator.device)
-                for k, v in collate([features[i] for i in next(batches)], tokenizer.pad_token_id).items()
+                for k, v in collate([features[i] for i in mine or indices[:1]], tokenizer.pad_token_id).items()
             }
             last = micro == cfg.grad_accum - 1
-            with nullcontext() if last else accelerator.no_sync(model):
+            with nullcontext() if last or ddp is None else ddp.no_sync():
                 with accelerator.autocast():
-                    outputs = answer_forward(model, batch)
+                    outputs = answer_forward(model, batch, ddp=ddp)
                     loss = outputs.loss
                     extra = method.loss(ctx, batch, outputs)
                     if extra is not None:
                         loss = loss + extra
-                finite = finite and bool(torch.isfinite(loss))
+                    if share != 1.0:
+                        loss = loss * share
+                batch_loss = distributed.mean_over_ranks(loss.detach())  # the whole batch's loss, on every rank
+                finite = finite and bool(torch.isfinite(batch_loss))
                 if finite:
                     accelerator.backward(loss / cfg.grad_accum)
-            loss_sum += loss.item() / cfg.grad_accum
-            tokens += int(batch["attention_mask"].sum())
+            loss_sum += batch_loss.item() / cfg.grad_accum
+            tokens += sum(len(features[i].input_ids) for i in indices)
         if finite:
             method.after_backward(ctx)
             if cfg.max_grad_norm is not None:
@@ -211,7 +240,7 @@ def train_stage(
                 f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: "
                 "lower training.lr or check the data"
             )
-        if should_stop() and step + 1 < steps:  # on the last step the runner saves the stage, then stops
+        if distributed.any_rank(should_stop()) and step + 1 < steps:  # on the last step the runner saves the stage, then stops
             save(step + 1)
             raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:

@@ -1,0 +1,159 @@
+"""`accelerate launch -m lcia run` with 2 CPU processes (gloo DDP) gives the 1-process run's results.
+
+Same config, same global batch: the 2-process run splits each batch over the ranks and the evaluation
+over the test sets. What may differ is float summation order (gradients averaged across ranks,
+padding to another width), so weights and losses are compared within a tolerance and the matrix and
+every prediction exactly. A run stopped by SIGTERM (a preemption) resumes to the same results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lcia import runner
+from lcia.config import load_config
+
+pytestmark = pytest.mark.slow  # each case launches 2 processes (about 15 s); run in CI
+
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+WEIGHT_ATOL = 5e-4  # weights reach ~0.3; fp32 sums in another order, through 40 Adam steps at lr 0.01, drift ~1e-4
+LOSS_REL = 1e-4  # the same drift in the loss: ~2e-5 by the last steps
+
+
+@pytest.fixture
+def config_file(tiny_model_dir, tmp_path):
+    """Two tasks the tiny model learns a little of in 20 steps (first answer token), and a run config."""
+    rows = lambda make: "".join(json.dumps(make(i)) + "\n" for i in range(24))  # noqa: E731
+    (tmp_path / "colors.jsonl").write_text(
+        rows(lambda i: {"instruction": "Name the color.", "input": f"item {i}", "output": ["red", "blue"][i % 3 > 0]})
+    )
+    (tmp_path / "echo.jsonl").write_text(rows(lambda i: {"prompt": f"Repeat the word w{i}.", "completion": f"w{i}"}))
+    (tmp_path / "stream.yaml").write_text(
+        "tasks:\n"
+        "  - name: colors\n    train: colors.jsonl\n    max_new_tokens: 1\n"
+        "  - name: echo\n    train: echo.jsonl\n    instruction: Repeat the word.\n    max_new_tokens: 3\n"
+    )
+    (tmp_path / "run.yaml").write_text(
+        f"stream: {tmp_path / 'stream.yaml'}\n"
+        f"model: {{name_or_path: {tiny_model_dir}}}\n"
+        "training: {steps: 20, batch_size: 6, lr: 0.01, checkpoint_every: 5}\n"
+        "data: {test_size: 7}\n"
+        "evaluation: {bootstrap: 50, batch_size: 4}\n"
+        "lora: {r: 4, target_modules: [q_proj, v_proj, o_proj, up_proj, down_proj]}\n"
+    )
+    return tmp_path / "run.yaml"
+
+
+def _port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def launch(*args: str, engine: str = "--multi_gpu") -> list[str]:
+    return [ACCELERATE, "launch", engine, "--num_processes", "2", "--main_process_port", _port()] + [
+        "-m", "lcia", "run", *args, "--quiet",
+    ]  # fmt: skip
+
+
+def one_process(config: Path, overrides: list[str], out: Path) -> Path:
+    cfg = load_config(str(config), [*overrides, f"output_dir={out}"])
+    runner.run(cfg, progress=False, log=lambda *_: None)
+    return out
+
+
+def assert_same_run(ours: Path, reference: Path) -> None:
+    read = lambda run, name: [json.loads(line) for line in (run / name).read_text().splitlines()]  # noqa: E731
+    results = json.loads((ours / "results.json").read_text())
+    assert results["matrix"] == json.loads((reference / "results.json").read_text())["matrix"]
+    assert [p["prediction"] for p in read(ours, "predictions.jsonl")] == [
+        p["prediction"] for p in read(reference, "predictions.jsonl")
+    ]
+    ours_log, reference_log = read(ours, "train_log.jsonl"), read(reference, "train_log.jsonl")
+    assert [r["step"] for r in ours_log] == [r["step"] for r in reference_log]
+    assert [r["loss"] for r in ours_log] == pytest.approx([r["loss"] for r in reference_log], rel=LOSS_REL)
+    files = sorted(p.relative_to(reference) for p in (reference / "adapters").rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(ours) for p in (ours / "adapters").rglob("*.safetensors"))
+    for name in files:
+        a, b = load_file(ours / name), load_file(reference / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=WEIGHT_ATOL, rtol=0), f"{name}: {key}"
+
+
+CASES = {
+    **{method: [] for method in ("dema", "lcia", "olora", "ewc", "lwf", "replay", "moelora", "multitask")},
+    # 17 training examples in batches of 2: each epoch ends on a batch of 1, which leaves rank 1
+    # without an example (it trains on one with weight 0); accumulation skips the all-reduce between.
+    "seq-lora": ["training.batch_size=2", "training.grad_accum=2"],
+}
+
+
+@pytest.mark.parametrize("method", list(CASES))
+def test_two_processes_give_the_one_process_run(config_file, tmp_path, method):
+    overrides = [f"method.name={method}", *CASES[method]]
+    reference = one_process(config_file, overrides, tmp_path / "one")
+    done = subprocess.run(
+        launch(str(config_file), *(f"--set={o}" for o in overrides), f"--set=output_dir={tmp_path / 'two'}"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(tmp_path / "two", reference)
+    assert done.stdout.count("written to") == 1  # rank 0 reports, rank 1 stays quiet
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["distributed"] == {"processes": 2, "type": "MULTI_CPU"}
+    if method == "dema":  # every rank used the coefficient of the 1-process run
+        ours = [r["coefficient"] for r in map(json.loads, (tmp_path / "two" / "ema_coefficients.jsonl").open())]
+        theirs = [r["coefficient"] for r in map(json.loads, (reference / "ema_coefficients.jsonl").open())]
+        assert ours and [sorted(c) for c in ours] == [sorted(c) for c in theirs]
+        for a, b in zip(ours, theirs):
+            assert list(a.values()) == pytest.approx(list(b.values()), rel=1e-3)
+
+
+def test_a_preempted_two_process_run_resumes_to_the_same_results(config_file, tmp_path):
+    reference = one_process(config_file, ["method.name=dema"], tmp_path / "one")
+    out = tmp_path / "two"
+    launcher = subprocess.Popen(
+        launch(str(config_file), "--set", "method.name=dema", "--set", f"output_dir={out}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = out / "train_log.jsonl"
+    while not (log.exists() and log.read_text().count("\n") >= 3) and launcher.poll() is None:
+        time.sleep(0.01)
+    launcher.send_signal(signal.SIGTERM)  # the launcher passes it to both ranks, as a scheduler's preemption
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0, "the run ended before the signal"
+    assert "checkpoint saved" in stderr or "redone on resume" in stderr, stderr[-3000:]
+    stopped_at = json.loads((out / "results.json").read_text())["matrix"] if (out / "results.json").exists() else []
+    assert len(stopped_at) < 3
+
+    resumed = subprocess.run(launch("--resume", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    assert_same_run(out, reference)
+    assert os.path.exists(out / "checkpoints" / "latest.json")
+
+
+def test_an_fsdp_launch_is_refused_in_one_line_before_anything_runs(config_file, tmp_path):
+    done = subprocess.run(
+        launch(str(config_file), "--set", f"output_dir={tmp_path / 'fsdp'}", engine="--use_fsdp"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "lcia: error: lcia run does not train under FSDP (sharded parameters)" in done.stderr
+    assert not (tmp_path / "fsdp").exists()
