@@ -33,7 +33,9 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name_or_path: str = SMOLLM2  # the packaged SmolLM2-135M-Instruct, or any HF causal-LM id / local folder
-    dtype: Literal["float32", "bfloat16"] = "float32"  # dtype of the frozen base weights
+    dtype: Literal["float32", "bfloat16"] = "float32"  # dtype of the frozen base weights (4-bit: of their compute)
+    # 4-bit frozen base weights through bitsandbytes (QLoRA's nf4, or fp4); LoRA, EMA, optimizer stay fp32
+    quantization: Literal["none", "nf4", "fp4"] = "none"
 
 
 class LoraSettings(_Section):

@@ -53,7 +53,7 @@ class TrainedRun:
 
     @cached_property
     def model(self):
-        model = load_base_model(self.cfg.model.name_or_path, self.cfg.model.dtype)
+        model = load_base_model(self.cfg.model.name_or_path, self.cfg.model.dtype, self.cfg.model.quantization)
         if self.stage is not None:
             folder = self.out.adapter_dir(self.stage)
             model = build_method(self.cfg.method.name, self.cfg.method.params).load_stage(

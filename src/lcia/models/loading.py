@@ -18,9 +18,15 @@ from pathlib import Path
 
 import platformdirs
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from lcia.errors import LciaError
+from lcia.errors import LciaError, input_error
 
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,12 +85,25 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_base_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
-    """Load a causal LM (weights only from safetensors)."""
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(name_or_path), dtype=DTYPES[dtype], use_safetensors=True
+def load_base_model(
+    name_or_path: str, dtype: str = "float32", quantization: str = "none", device: str | torch.device = "cpu"
+) -> PreTrainedModel:
+    """Load a causal LM (weights only from safetensors), its linear layers in 4 bits if asked.
+
+    ``quantization`` ``nf4`` / ``fp4`` quantises every linear layer but the output head with bitsandbytes
+    (on the CPU too), computing in ``dtype``; bitsandbytes places the 4-bit weights on ``device`` as it
+    loads them. The embeddings, norms and head keep ``dtype``.
+    """
+    kwargs = {"dtype": DTYPES[dtype]}
+    if quantization != "none":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise input_error("4-bit base weights need bitsandbytes: pip install bitsandbytes", field="model.quantization")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=quantization, bnb_4bit_compute_dtype=DTYPES[dtype]
         )
+        kwargs["device_map"] = {"": str(device)}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), use_safetensors=True, **kwargs)
     except OSError as err:
         raise LciaError(f"model.name_or_path: cannot load {name_or_path!r} offline: {err}".splitlines()[0]) from err
     return model
