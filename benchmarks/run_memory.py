@@ -4,16 +4,20 @@ Each run is a child process whose own peak RSS the kernel reports when it exits 
 number covers everything a run holds: model, adapters, optimizer, method state, evaluation.
 
     python benchmarks/run_memory.py --methods seq-lora,dema,lcia --steps 10 --test-size 20
+    python benchmarks/run_memory.py --methods dema --quantizations none,nf4 --out benchmarks/results/run_memory_nf4.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from harness import write_results
 
@@ -25,17 +29,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--test-size", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--quantizations", default="none", help="model.quantization values: none, nf4, fp4")
     parser.add_argument("--out", default="benchmarks/results/run_memory.json")
     args = parser.parse_args()
 
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method in args.methods.split(","):
+        for method, quantization in itertools.product(args.methods.split(","), args.quantizations.split(",")):
+            name = method if quantization == "none" else f"{method} ({quantization})"
             command = [sys.executable, "-m", "lcia", "run", "--overwrite", "--quiet"]
             for setting in (
                 f"stream={args.stream}",
                 f"method.name={method}",
-                f"output_dir={tmp}/{method}",
+                f"model.quantization={quantization}",
+                f"output_dir={tmp}/{method}-{quantization}",
                 f"training.steps={args.steps}",
                 f"training.batch_size={args.batch_size}",
                 f"data.test_size={args.test_size}",
@@ -47,8 +54,15 @@ def main() -> None:
             if status:
                 raise SystemExit(f"{' '.join(command)} failed with status {status}")
             seconds = round(time.perf_counter() - start, 1)
-            runs[method] = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": seconds}
-            print(method, runs[method])
+            manifest = json.loads(Path(f"{tmp}/{method}-{quantization}/manifest.json").read_text())
+            runs[name] = {
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "seconds": seconds,
+                "train_seconds": round(sum(s["seconds"] for s in manifest["timings"]["stages"]), 1),
+                "eval_seconds": round(sum(manifest["timings"]["rows"]), 1),
+                "matrix": json.loads(Path(f"{tmp}/{method}-{quantization}/results.json").read_text())["matrix"],
+            }
+            print(name, runs[name])
     write_results(args.out, {"args": vars(args), "runs": runs})
 
 
