@@ -75,7 +75,9 @@ def main() -> None:
     one, many = runs.values()
     results = {
         "args": vars(args),
-        "runs": {name: {k: v for k, v in run.items() if k not in ("losses", "predictions")} for name, run in runs.items()},
+        "runs": {
+            name: {k: v for k, v in run.items() if k not in ("losses", "predictions")} for name, run in runs.items()
+        },
         "train_speedup": round(sum(one["train_seconds"]) / sum(many["train_seconds"]), 3),
         "eval_speedup": round(sum(one["eval_seconds"]) / sum(many["eval_seconds"]), 3),
         "same_matrix": one["matrix"] == many["matrix"],

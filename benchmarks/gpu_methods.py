@@ -9,6 +9,7 @@ model and method, which must give the same loss on a batch. Prints and writes ea
 time and its ratio to ``seq-lora``.
 
     python benchmarks/gpu_methods.py --out benchmarks/results/gpu_methods.json
+    python benchmarks/gpu_methods.py --quantization nf4 --out benchmarks/results/gpu_methods_nf4.json
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lcia.data.prompts import IGNORE_INDEX, Encoded
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import build_method
+from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
 from lcia.training.loop import answer_forward, collate, train_stage
 
@@ -39,7 +41,8 @@ class Pad:
     pad_token_id = 0
 
 
-def model_of(args) -> LlamaForCausalLM:
+def model_of(args, device) -> LlamaForCausalLM:
+    """The random Llama; with ``--quantization`` saved and reloaded through lcia's 4-bit loader onto ``device``."""
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=args.vocab,
@@ -50,7 +53,12 @@ def model_of(args) -> LlamaForCausalLM:
         num_key_value_heads=args.hidden // 64,
         pad_token_id=0,
     )
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    if args.quantization == "none":
+        return model
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        return load_base_model(folder, "float32", args.quantization, device)
 
 
 def task_data(name: str, stage: int, n: int, length: int, vocab: int) -> tuple[Task, list[Encoded]]:
@@ -73,6 +81,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="on CUDA (the CPU: fp32)")
+    parser.add_argument("--quantization", choices=["none", "nf4", "fp4"], default="none", help="4-bit base weights")
     parser.add_argument("--out", default="benchmarks/results/gpu_methods.json")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()  # without one, the same in fp32 on the CPU (a smoke test of this script)
@@ -84,7 +93,7 @@ def main() -> None:
     results = {}
     for spec in split_methods(args.methods):
         method = build_method(*parse_method(spec))
-        model = method.setup(model_of(args), lora).to(accelerator.device)
+        model = method.setup(model_of(args, accelerator.device), lora).to(accelerator.device)
         ticks: list[float] = []
         for stage, (task, features) in enumerate(stages, start=1):
             added = method.train_examples([task])[len(task.train) :]  # replay: its buffer, as more random rows
@@ -111,7 +120,7 @@ def main() -> None:
             checkpoints = Checkpoints(Path(folder))
             checkpoints.save({"stage": 2, "step": args.steps, "steps": args.steps, "skipped_steps": 0}, model, method)
             fresh_method = build_method(*parse_method(spec))
-            fresh = fresh_method.setup(model_of(args), lora).to(accelerator.device)
+            fresh = fresh_method.setup(model_of(args, accelerator.device), lora).to(accelerator.device)
             checkpoints.restore(checkpoints.latest(), fresh, fresh_method)
             fresh.eval()
             with torch.no_grad(), accelerator.autocast():

@@ -159,7 +159,7 @@ def test_a_preempted_two_process_run_resumes_to_the_same_results(config_file, tm
     assert os.path.exists(out / "checkpoints" / "latest.json")
 
 
-def test_an_fsdp_or_deepspeed_launch_is_refused_in_one_line_before_anything_is_written(config_file, tmp_path, monkeypatch):
+def test_an_fsdp_or_deepspeed_launch_is_refused_before_anything_is_written(config_file, tmp_path, monkeypatch):
     # What `accelerate launch --use_fsdp` sets; on a CPU the process group would otherwise be plain DDP.
     for flag, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         with monkeypatch.context() as env:

@@ -41,9 +41,10 @@ def test_every_training_method_runs_on_a_4bit_base(nf4_config, method):
     assert adapters and all(all("lora_" in k for k in load_file(path)) for path in adapters)
 
 
-def test_a_4bit_run_resumes_to_the_uninterrupted_run_and_its_adapter_reloads(nf4_config, stop_and_resume, tmp_path):
+def test_a_4bit_run_resumes_exactly_and_its_adapter_reloads(nf4_config, stop_and_resume, tmp_path):
     cfg = nf4_config.model_copy(update={"method": nf4_config.method.model_copy(update={"name": "dema"})})
-    whole = runner.run(cfg.model_copy(update={"output_dir": str(tmp_path / "whole")}), progress=False, log=lambda *_: None)
+    whole_cfg = cfg.model_copy(update={"output_dir": str(tmp_path / "whole")})
+    whole = runner.run(whole_cfg, progress=False, log=lambda *_: None)
     resumed = stop_and_resume(cfg, steps=3, stopped_at="stopped at stage 1, step 3")
     assert resumed.matrix == whole.matrix
     for stage in (1, 2):

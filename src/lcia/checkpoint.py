@@ -5,7 +5,7 @@
         weights.safetensors         every adapter tensor of the model
         optimizer.safetensors/.json AdamW state (mid-stage checkpoints only)
         scheduler.json
-        rng.safetensors             torch's CPU generator (LoRA dropout), one per process
+        rng.safetensors             torch's CPU (and CUDA) generator (LoRA dropout), one per process
         method.safetensors/.json    the method's state_dict()
     checkpoints/latest.json         names the newest complete checkpoint
 
@@ -78,6 +78,11 @@ def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
 
 
+def _generators() -> dict[str, torch.Tensor]:
+    """This process's random generator states: LoRA dropout draws from the CUDA one on a GPU."""
+    return {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})}
+
+
 def refuse_pickles(folder: Path) -> None:
     for path in sorted(folder.iterdir()):
         if path.suffix in PICKLE_SUFFIXES:
@@ -98,12 +103,12 @@ class Checkpoints:
 
     def save(self, progress: dict, model, method, optimizer=None, scheduler=None) -> None:
         """Write a checkpoint; with several processes every rank calls it and returns once it is written."""
-        rng = distributed.gather_in_order([torch.get_rng_state()], distributed.world_size())
+        rng = distributed.gather_in_order([_generators()], distributed.world_size())
         if distributed.is_main():
             self._write(progress, model, method, optimizer, scheduler, rng)
         distributed.barrier()
 
-    def _write(self, progress, model, method, optimizer, scheduler, rng: list[torch.Tensor]) -> None:
+    def _write(self, progress, model, method, optimizer, scheduler, rng: list[dict]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         previous = self.latest()
         number = int(Path(previous["folder"]).name.split("-")[1]) + 1 if previous else 0
@@ -115,7 +120,7 @@ class Checkpoints:
             {n: p.detach().cpu().clone().contiguous() for n, p in adapter_weights(model).items()},
             str(tmp / "weights.safetensors"),
         )
-        save_state(tmp, "rng", {"torch": rng})
+        save_state(tmp, "rng", {"ranks": rng})
         save_state(tmp, "method", method.state_dict())
         if optimizer is not None:
             save_state(tmp, "optimizer", optimizer.state_dict())
@@ -143,11 +148,13 @@ class Checkpoints:
             for name, param in model.named_parameters():
                 if name in weights:
                     param.copy_(weights[name])
-        states = load_state(folder, "rng")["torch"]
-        if isinstance(states, torch.Tensor):  # written by one process before checkpoints kept one per rank
-            states = [states]
+        rng = load_state(folder, "rng")
+        states = rng["ranks"] if "ranks" in rng else [{"cpu": rng["torch"]}]  # before one per rank was kept
         # Resumed with more processes than saved it: the extra ranks take rank 0's (their dropout differs).
-        torch.set_rng_state(states[distributed.rank()] if distributed.rank() < len(states) else states[0])
+        state = states[distributed.rank()] if distributed.rank() < len(states) else states[0]
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
 
     def restore_optimizer(self, progress: dict, optimizer, scheduler) -> None:
         """A mid-stage checkpoint's AdamW and scheduler state."""

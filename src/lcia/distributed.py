@@ -80,15 +80,16 @@ def any_rank(flag: bool) -> bool:
     """True on every rank when it is True on any (one collective; the flag itself on one process)."""
     if not is_distributed():
         return flag
-    value = torch.tensor([int(flag)])
+    value = torch.tensor([int(flag)], device=PartialState().device)  # NCCL reduces GPU tensors only
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over the ranks, on every rank (kept on its device, as NCCL needs)."""
     if not is_distributed():
         return value
-    value = value.detach().float().cpu().clone()
+    value = value.detach().float().clone()
     dist.all_reduce(value)
     return value / world_size()
 

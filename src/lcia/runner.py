@@ -160,7 +160,8 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         set_seed(cfg.seed)
-        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available())
+        mixed_precision = "bf16" if precision == "bf16" else "no"
+        accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
         model = load_base_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device)
         lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         model = method.setup(model, lora).to(accelerator.device)

@@ -97,7 +97,9 @@ def load_base_model(
     kwargs = {"dtype": DTYPES[dtype]}
     if quantization != "none":
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise input_error("4-bit base weights need bitsandbytes: pip install bitsandbytes", field="model.quantization")
+            raise input_error(
+                "4-bit base weights need bitsandbytes: pip install bitsandbytes", field="model.quantization"
+            )
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=quantization, bnb_4bit_compute_dtype=DTYPES[dtype]
         )

@@ -240,7 +240,8 @@ def train_stage(
                 f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: "
                 "lower training.lr or check the data"
             )
-        if distributed.any_rank(should_stop()) and step + 1 < steps:  # on the last step the runner saves the stage, then stops
+        # On the last step the runner saves the stage, then stops. Every rank stops at the same step.
+        if distributed.any_rank(should_stop()) and step + 1 < steps:
             save(step + 1)
             raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
