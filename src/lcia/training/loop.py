@@ -105,9 +105,9 @@ def answer_forward(
     return outputs
 
 
-def answer_tokens(features: list[Encoded]) -> int:
-    """How many tokens a batch's loss averages over (labels after the first position that are answers)."""
-    return sum(sum(label != IGNORE_INDEX for label in f.labels[1:]) for f in features)
+def answer_tokens(feature: Encoded) -> int:
+    """How many of an example's tokens the loss averages over (answer labels after the first position)."""
+    return sum(label != IGNORE_INDEX for label in feature.labels[1:])
 
 
 def batch_indices(lengths: list[int], batch_size: int, generator: torch.Generator):
@@ -161,6 +161,8 @@ def train_stage(
     optimizer = accelerator.prepare(optimizer)
     ctx.optimizer = optimizer
     ddp = distributed.ddp_wrapper(model, accelerator)  # after before_task: the stage's trainable tensors
+    world = distributed.world_size()
+    answers = [answer_tokens(f) for f in features] if world > 1 else []  # counted once, for each rank's weight
 
     start, skipped = 0, 0
     if resume is not None:
@@ -187,9 +189,8 @@ def train_stage(
             # This rank's weight: its share of the answer tokens, times the ranks DDP averages over. A
             # rank left without an example trains on one with weight 0, as every rank must take part.
             share = 1.0
-            if distributed.world_size() > 1:
-                share = answer_tokens([features[i] for i in mine]) * distributed.world_size()
-                share /= answer_tokens([features[i] for i in indices])
+            if world > 1:
+                share = sum(answers[i] for i in mine) * world / sum(answers[i] for i in indices)
             batch = {
                 k: v.to(accelerator.device)
                 for k, v in collate([features[i] for i in mine or indices[:1]], tokenizer.pad_token_id).items()
