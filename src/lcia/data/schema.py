@@ -13,6 +13,8 @@ class Example:
     examples); ``input`` is the instance. ``output`` is the training target and ``references`` every
     answer a scorer accepts (``output`` first). ``messages`` keeps a conversation's earlier turns when
     a reader got one (TRL conversational format): the prompt is then those messages verbatim.
+    ``image`` names the example's image for a vision-language model (``lcia.data.images``: a file path
+    or a packaged image such as ``easy-vqa:train/12``); its prompt holds one ``<image>`` placeholder.
     """
 
     instruction: str
@@ -21,6 +23,7 @@ class Example:
     references: tuple[str, ...] = ()
     id: str = ""
     messages: tuple[dict, ...] = field(default=(), compare=False)
+    image: str = ""
 
     def __post_init__(self):
         if not self.references:
