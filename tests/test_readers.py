@@ -250,7 +250,12 @@ def test_messages_must_end_with_the_assistant(tmp_path):
 def test_message_content_of_wrong_type(tmp_path):
     messages = [{"role": "user", "content": ["u"]}, {"role": "assistant", "content": "a"}]
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}])
-    assert "chat.jsonl:1: messages[0].content: expected a string, got a list" in read_error(path)
+    # A list is TRL's typed content: its items must be image or text items.
+    assert "chat.jsonl:1: messages[0].content[0]: expected an item of type 'image' or 'text', got a string" in (
+        read_error(path)
+    )
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": 3}, messages[1]]}])
+    assert "chat.jsonl:1: messages[0].content: expected a string, got a number (3)" in read_error(path)
 
 
 def test_conversational_completion_must_be_one_assistant_message(tmp_path):
@@ -284,6 +289,142 @@ def test_format_that_does_not_fit_the_file(tmp_path):
     task = bigbench_task(tmp_path / "task.json", [{"input": "a", "target": "b"}], task_prefix="P")
     assert "task.json:1: format: this is a BIG-bench task file" in read_error(task, format="alpaca")
     assert "format: unknown format 'csv'" in read_error(records, format="csv")
+
+
+# --- Images: LLaVA conversations and TRL's vision format --------------------------------------------
+
+
+def write_png(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), "red").save(path)
+    return path
+
+
+def llava(record_id: str, *turns: tuple[str, str], image: str | None = None) -> dict:
+    record = {"id": record_id, "conversations": [{"from": who, "value": text} for who, text in turns]}
+    return record if image is None else {**record, "image": image}
+
+
+def test_llava_single_turn_strips_the_placeholder_from_the_instruction_only(tmp_path):
+    write_png(tmp_path / "imgs" / "a.png")
+    record = llava("q1", ("human", "<image>\nWhat colour is it?"), ("gpt", "red"), image="imgs/a.png")
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([record], indent=2))
+    [example] = read_examples(path)  # auto-detected: conversations
+    assert (example.instruction, example.input, example.output, example.id) == ("What colour is it?", "", "red", "q1")
+    assert example.image == str(tmp_path / "imgs" / "a.png")
+    assert example.messages == ({"role": "user", "content": "<image>\nWhat colour is it?"},)
+
+
+def test_llava_multi_turn_and_system_turn(tmp_path):
+    write_png(tmp_path / "a.png")
+    turns = [
+        ("system", "Answer with one word."),
+        ("human", "What is this?\n<image>"),
+        ("gpt", "A square."),
+        ("human", "Its colour?"),
+        ("gpt", "red"),
+    ]
+    [example] = read_examples(write_jsonl(tmp_path / "d.jsonl", [llava("m", *turns, image="a.png")]), format="llava")
+    assert (example.instruction, example.input, example.output) == ("Answer with one word.", "Its colour?", "red")
+    assert [m["role"] for m in example.messages] == ["system", "user", "assistant", "user"]
+    assert example.messages[1]["content"] == "What is this?\n<image>"
+    turns = [("human", "What is this?\n<image>"), ("gpt", "A square."), ("human", "Its colour?"), ("gpt", "red")]
+    [example] = read_examples(write_jsonl(tmp_path / "e.jsonl", [llava("n", *turns, image="a.png")]))
+    assert (example.instruction, example.input) == ("What is this?", "Its colour?")
+
+
+def test_llava_text_only_record_and_image_folder(tmp_path):
+    write_png(tmp_path / "pics" / "b.png")
+    records = [
+        llava("t", ("human", "Say hi."), ("gpt", "hi")),
+        llava("i", ("human", "<image>Colour?"), ("gpt", "red"), image="b.png"),
+    ]
+    (tmp_path / "data").mkdir()
+    text, image = read_examples(write_jsonl(tmp_path / "data" / "d.jsonl", records), image_folder=tmp_path / "pics")
+    assert (text.image, text.instruction) == ("", "Say hi.")
+    assert (image.image, image.instruction) == (str(tmp_path / "pics" / "b.png"), "Colour?")
+
+
+def test_llava_missing_image_names_file_line_field_and_record(tmp_path):
+    records = [
+        llava("ok", ("human", "Hi"), ("gpt", "hi")),
+        llava("abc", ("human", "<image>Q"), ("gpt", "a"), image="x.png"),
+    ]
+    path = tmp_path / "d.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")  # record 2 on line 3
+    assert read_error(path) == f"{path}:3: image: record 'abc': image not found: {tmp_path / 'x.png'}"
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        (
+            llava("two", ("human", "<image> and <image>"), ("gpt", "a"), image="a.png"),
+            "d.jsonl:1: conversations: record 'two': 2 <image> placeholders (one image per example)",
+        ),
+        (
+            llava("none", ("human", "<image>Q"), ("gpt", "a")),
+            "d.jsonl:1: conversations: record 'none': an <image> placeholder but no image",
+        ),
+        (
+            llava("last", ("human", "Q"), ("gpt", "a"), ("human", "Q2")),
+            "conversations[2].from: the last turn must be gpt",
+        ),
+        (
+            llava("who", ("bot", "Q"), ("gpt", "a")),
+            "conversations[0].from: expected one of human, gpt, system, got 'bot'",
+        ),
+        (
+            llava("bare", ("human", "<image>"), ("gpt", "a"), image="a.png"),
+            "conversations: record 'bare': the instruction is only the <image> placeholder",
+        ),
+        ({"id": "e", "conversations": []}, "d.jsonl:1: conversations: expected a non-empty list"),
+    ],
+)
+def test_llava_bad_records(tmp_path, record, expected):
+    write_png(tmp_path / "a.png")
+    assert expected in read_error(write_jsonl(tmp_path / "d.jsonl", [record]), format="llava")
+
+
+def test_trl_vision_messages_are_flattened(tmp_path):
+    write_png(tmp_path / "imgs" / "c.png")
+    content = [{"type": "image"}, {"type": "text", "text": "What shape"}, {"type": "text", "text": " is it?"}]
+    answer = [{"type": "text", "text": "circle"}]
+    messages = [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+    path = write_jsonl(tmp_path / "v.jsonl", [{"images": ["imgs/c.png"], "messages": messages}])
+    [example] = read_examples(path)  # auto-detected: messages
+    assert (example.instruction, example.input, example.output) == ("What shape is it?", "", "circle")
+    assert example.messages == ({"role": "user", "content": "<image>What shape is it?"},)
+    assert example.image == str(tmp_path / "imgs" / "c.png")
+
+
+def test_trl_vision_bad_images(tmp_path):
+    question = [{"type": "image"}, {"type": "text", "text": "Q"}]
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": "a"}]
+    path = write_jsonl(tmp_path / "v.jsonl", [{"id": "r1", "images": ["nope.png"], "messages": messages}])
+    assert read_error(path) == f"{path}:1: images[0]: record 'r1': image not found: {tmp_path / 'nope.png'}"
+    write_png(tmp_path / "a.png")
+    path = write_jsonl(tmp_path / "v.jsonl", [{"id": "r2", "images": ["a.png", "a.png"], "messages": messages}])
+    assert read_error(path) == f"{path}:1: images: record 'r2': 2 images (one image per example)"
+    bad = [{"role": "user", "content": [{"type": "video"}]}, messages[1]]
+    path = write_jsonl(tmp_path / "v.jsonl", [{"images": ["a.png"], "messages": bad}])
+    assert "v.jsonl:1: messages[0].content[0]: expected an item of type 'image' or 'text', got 'video'" in read_error(
+        path
+    )
+
+
+def test_auto_detection_of_image_formats(tmp_path):
+    write_png(tmp_path / "a.png")
+    path = write_jsonl(tmp_path / "l.jsonl", [llava("x", ("human", "Q"), ("gpt", "a"), image="a.png")])
+    assert read_examples(path)[0].image == str(tmp_path / "a.png")
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}]
+    path = write_jsonl(tmp_path / "m.jsonl", [{"messages": messages}])
+    assert read_examples(path)[0].image == ""
+    path = write_jsonl(tmp_path / "u.jsonl", [{"question": "Q"}])
+    assert "conversations (llava)" in read_error(path)
 
 
 # --- A real Natural-Instructions task, read from the installed bigbench package (never copied) ---------

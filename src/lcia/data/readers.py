@@ -6,11 +6,21 @@ Formats (``format=``):
 * ``prompt-completion``: TRL's prompt-completion format, ``{"prompt", "completion"}`` as strings, or
   as lists of ``{"role", "content"}`` messages (TRL's conversational prompt-completion).
 * ``messages``: TRL's conversational format, ``{"messages": [{"role", "content"}, ...]}`` whose last
-  message is the assistant's answer.
+  message is the assistant's answer. TRL's vision form is read too: ``"images": [path]`` beside the
+  messages, and contents as lists of ``{"type": "image"}`` / ``{"type": "text", "text"}`` items, which are
+  flattened to one string with ``<image>`` where the image item was.
+* ``llava``: LLaVA's conversation format (CoIN's and most multimodal datasets'): ``{"id", "image"?,
+  "conversations": [{"from": "human" | "gpt" | "system", "value"}, ...]}`` whose last turn is ``gpt``'s
+  answer; the ``<image>`` placeholder in a turn marks where the image goes.
 * ``bigbench``: a BIG-bench / Natural-Instructions ``task.json``: one object with
   ``examples: [{"input", "target" | "target_scores"}]`` and the instruction in ``task_prefix``.
 * ``auto`` (the default): a top-level object with ``examples`` is a BIG-bench task; otherwise the
-  first record's keys decide.
+  first record's keys decide (``conversations``: llava; ``messages``: messages).
+
+An example has at most one image (``Example.image``). Image paths are resolved against ``image_folder``
+(default: the data file's folder) and must exist; the conversational formats may hold one ``<image>``
+placeholder, which is removed from the ``instruction`` (compared for grouping and routing) but kept in
+the messages, where the model's prompt puts the image.
 
 Every bad input raises an :class:`~lcia.errors.LciaError` that reads ``file:line: field: message``, the
 line being the 1-based line where the offending record starts.
@@ -21,21 +31,27 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from lcia.data.images import IMAGE_PLACEHOLDER
 from lcia.data.schema import Example
 from lcia.errors import LciaError, input_error
 
-FORMATS = ("auto", "alpaca", "prompt-completion", "messages", "bigbench")
+FORMATS = ("auto", "alpaca", "prompt-completion", "messages", "llava", "bigbench")
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's insignificant whitespace
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 
 
-def read_examples(path: str | os.PathLike, format: str = "auto", instruction: str | None = None) -> list[Example]:
+def read_examples(
+    path: str | os.PathLike,
+    format: str = "auto",
+    instruction: str | None = None,
+    image_folder: str | os.PathLike | None = None,
+) -> list[Example]:
     """Read the examples of one data file.
 
     ``instruction``, when given, is the instruction of every example: it replaces the file's own
@@ -43,6 +59,7 @@ def read_examples(path: str | os.PathLike, format: str = "auto", instruction: st
     a string ``prompt``, which would otherwise be the instruction, then becomes the ``input``.
     A record's ``id`` field (string or integer) is its id; otherwise the id is ``<file stem>-<index>``
     with a 0-based index (for a BIG-bench ``task.json``, its folder's name instead of the stem ``task``).
+    Relative image paths are resolved against ``image_folder`` (default: the file's folder).
     Raises :class:`~lcia.errors.LciaError` on any bad input.
     """
     file = str(path)
@@ -65,6 +82,7 @@ def read_examples(path: str | os.PathLike, format: str = "auto", instruction: st
             format = _detect(source.records[0], file)
         prefix = ""
     parse = _PARSERS[format]
+    images = Path(image_folder) if image_folder is not None else Path(file).parent
     stem = Path(file).stem
     if source.task is not None and stem == "task":
         # Every BIG-bench task file is called task.json: its folder names the task.
@@ -78,7 +96,10 @@ def read_examples(path: str | os.PathLike, format: str = "auto", instruction: st
         if example_id in first_line_of_id:
             raise where.error("id", f"duplicate id {example_id!r} (first on line {first_line_of_id[example_id]})")
         first_line_of_id[example_id] = line
-        examples.append(parse(record, where, instruction, example_id))
+        example = parse(record, where, instruction, example_id)
+        if format in _IMAGE_FIELD:
+            example = _with_image(example, record, format, where, images, instruction is None)
+        examples.append(example)
     return examples
 
 
@@ -306,6 +327,8 @@ def _detect(first: tuple[int, Any], file: str) -> str:
     line, record = first
     if not isinstance(record, dict):
         raise input_error(f"expected a JSON object, got {_json_type(record)}", file, line)
+    if "conversations" in record:
+        return "llava"
     if "messages" in record:
         return "messages"
     if "prompt" in record and "completion" in record:
@@ -314,7 +337,7 @@ def _detect(first: tuple[int, Any], file: str) -> str:
         return "alpaca"
     raise input_error(
         f"cannot detect the format from the keys {sorted(record)}: expected instruction/output (alpaca), "
-        "prompt/completion (prompt-completion) or messages (messages); or pass the format",
+        "prompt/completion (prompt-completion), messages (messages) or conversations (llava); or pass the format",
         file,
         line,
     )
@@ -359,18 +382,68 @@ def _messages(record: dict, where: _Where, instruction: str | None, example_id: 
 
 
 def _chat(record: dict, key: str, where: _Where) -> list[dict]:
-    """``record[key]`` as a non-empty list of ``{role, content}`` messages with string contents."""
+    """``record[key]`` as a non-empty list of ``{role, content}`` messages, each content a string
+    (a list of typed items is flattened: :func:`_flat_content`)."""
     messages = record.get(key)
     if not isinstance(messages, list) or not messages:
         if key not in record:
             raise where.error(key, "missing required field")
         raise where.error(key, f"expected a non-empty list of {{role, content}} messages, got {_json_type(messages)}")
+    flat = []
     for k, message in enumerate(messages):
         if not isinstance(message, dict):
             raise where.error(f"{key}[{k}]", f"expected an object with role and content, got {_json_type(message)}")
         _string(message, "role", where.inside(f"{key}[{k}]"))
+        if isinstance(message.get("content"), list):
+            message = {**message, "content": _flat_content(message["content"], where.inside(f"{key}[{k}]"))}
         _string(message, "content", where.inside(f"{key}[{k}]"))
-    return messages
+        flat.append(message)
+    return flat
+
+
+def _flat_content(items: list, where: _Where) -> str:
+    """TRL's typed content (``[{"type": "image"}, {"type": "text", "text": ...}]``) as one string, the
+    image item becoming the ``<image>`` placeholder and text items joined as they come."""
+    parts = []
+    for k, item in enumerate(items):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "image":
+            parts.append(IMAGE_PLACEHOLDER)
+        elif kind == "text":
+            parts.append(_string(item, "text", where.inside(f"content[{k}]"), default=""))
+        else:
+            found = repr(kind) if isinstance(item, dict) else _json_type(item)
+            raise where.error(f"content[{k}]", f"expected an item of type 'image' or 'text', got {found}")
+    return "".join(parts)
+
+
+_LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def _llava(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+    """LLaVA's turns as chat messages (human: user, gpt: assistant), read like the messages format."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        if "conversations" not in record:
+            raise where.error("conversations", "missing required field")
+        raise where.error(
+            "conversations", f"expected a non-empty list of {{from, value}} turns, got {_json_type(turns)}"
+        )
+    messages = []
+    for k, turn in enumerate(turns):
+        at = where.inside(f"conversations[{k}]")
+        if not isinstance(turn, dict):
+            raise at.error(None, f"expected an object with from and value, got {_json_type(turn)}")
+        speaker = _string(turn, "from", at)
+        if speaker not in _LLAVA_ROLES:
+            raise at.error("from", f"expected one of {', '.join(_LLAVA_ROLES)}, got {speaker!r}")
+        messages.append({"role": _LLAVA_ROLES[speaker], "content": _string(turn, "value", at)})
+    if turns[-1]["from"] != "gpt":
+        last = len(turns) - 1
+        raise where.error(
+            f"conversations[{last}].from", f"the last turn must be gpt's answer, got {turns[-1]['from']!r}"
+        )
+    return _conversation(messages[:-1], messages[-1]["content"], where, instruction, example_id)
 
 
 def _conversation(prompt: list[dict], answer: str, where: _Where, instruction: str | None, example_id: str) -> Example:
@@ -450,5 +523,64 @@ _PARSERS: dict[str, Callable[[dict, _Where, str | None, str], Example]] = {
     "alpaca": _alpaca,
     "prompt-completion": _prompt_completion,
     "messages": _messages,
+    "llava": _llava,
     "bigbench": _bigbench,
 }
+
+
+# --- Images --------------------------------------------------------------------------------------
+
+# The formats that can carry an image: the record field naming it and the field holding the turns.
+_IMAGE_FIELD = {
+    "llava": ("image", "conversations"),
+    "messages": ("images", "messages"),
+    "prompt-completion": ("images", "prompt"),
+}
+_PLACEHOLDER_LINE = re.compile(r"\n*" + re.escape(IMAGE_PLACEHOLDER) + r"\n*")
+
+
+def _with_image(
+    example: Example, record: dict, format: str, where: _Where, folder: Path, own_instruction: bool
+) -> Example:
+    """The example with its image path resolved and checked, and the ``<image>`` placeholder (at most
+    one, and only with an image) removed from an instruction taken from the record."""
+    image_key, turns_key = _IMAGE_FIELD[format]
+    image = _image_path(record, image_key, where, folder, example.id)
+    texts = [m["content"] for m in example.messages] or [example.instruction, example.input]
+    placeholders = sum(text.count(IMAGE_PLACEHOLDER) for text in texts)
+    if placeholders > 1:
+        message = f"record {example.id!r}: {placeholders} {IMAGE_PLACEHOLDER} placeholders (one image per example)"
+        raise where.error(turns_key, message)
+    if placeholders and not image:
+        raise where.error(turns_key, f"record {example.id!r}: an {IMAGE_PLACEHOLDER} placeholder but no {image_key}")
+    instruction = example.instruction
+    if own_instruction and IMAGE_PLACEHOLDER in instruction:
+        instruction = _PLACEHOLDER_LINE.sub("\n", instruction).strip()
+        if not instruction:
+            message = f"record {example.id!r}: the instruction is only the {IMAGE_PLACEHOLDER} placeholder; pass one"
+            raise where.error(turns_key, message)
+    return replace(example, instruction=instruction, image=image)
+
+
+def _image_path(record: dict, key: str, where: _Where, folder: Path, example_id: str) -> str:
+    """The absolute path of the record's one image, or "" for a text-only record."""
+    value = record.get(key)
+    if value is None:
+        return ""
+    field = key
+    if key == "images":  # TRL: a list, of which lcia takes one
+        if not isinstance(value, list):
+            raise where.error(key, f"expected a list of image paths, got {_json_type(value)}")
+        if len(value) > 1:
+            raise where.error(key, f"record {example_id!r}: {len(value)} images (one image per example)")
+        if not value:
+            return ""
+        value, field = value[0], "images[0]"
+    if not isinstance(value, str):
+        raise where.error(field, f"expected an image path, got {_json_type(value)}")
+    if not value.strip():
+        raise where.error(field, "is empty")
+    path = os.path.abspath(folder / value)
+    if not os.path.isfile(path):
+        raise where.error(field, f"record {example_id!r}: image not found: {path}")
+    return path
