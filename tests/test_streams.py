@@ -1,6 +1,12 @@
+import json
+from collections import Counter, defaultdict
+
 import pytest
 from conftest import write_jsonl
+from PIL import Image
 
+from lcia.data.coin import EASY_VQA, RESERVED_FROM, alignment_examples
+from lcia.data.images import easy_vqa_dir, uses_images
 from lcia.data.streams import BUILTIN_STREAMS, BUILTIN_TASKS, load_stream, stream_specs
 from lcia.errors import LciaError
 
@@ -82,6 +88,9 @@ def test_separate_test_file(tmp_path):
         ),
         ("tasks:\n  - name: x\n", "s.yaml:2: tasks[0]: give exactly one of 'train'"),
         ("tasks: []\n", "s.yaml:1: tasks: a stream is a non-empty list of tasks"),
+        ("- name: x\n  images: digits\n  train: a.jsonl\n", "s.yaml:1: tasks[0]: give exactly one of 'train'"),
+        ("- name: x\n  images: mnist\n", "s.yaml:2: tasks[0].images: unknown image task 'mnist'"),
+        ("- name: x\n  images: digits\n  image_folder: imgs\n", "tasks[0]: 'image_folder' needs 'train'"),
         ("- name: x\n  train: a.jsonl\n  scorer: bleu\n", "s.yaml:3: tasks[0].scorer: unknown scorer 'bleu'"),
     ],
 )
@@ -105,3 +114,94 @@ def test_bad_data_file_in_a_stream_names_its_line_and_field(tmp_path):
 def test_builtin_catalogue_is_consistent():
     for stream in BUILTIN_STREAMS.values():
         assert all(name in BUILTIN_TASKS for name in stream)
+
+
+# --- coin-mini: the multimodal stream ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coin_mini():
+    return {t.name: t for t in load_stream("coin-mini", test_size=100, train_size=None, split_seed=0)}
+
+
+def test_coin_mini_loads_its_five_tasks_with_image_references(coin_mini):
+    assert list(coin_mini) == BUILTIN_STREAMS["coin-mini"]
+    assert sorted(coin_mini) == ["cifar10", "colour", "digits", "shape", "yes-no"]
+    for task in coin_mini.values():
+        assert uses_images(task.train) and all(e.image for e in task.train + task.test)
+        assert task.scorer == "vqa" and task.max_new_tokens <= 4
+        assert not {e.id for e in task.test} & {e.id for e in task.train}
+    easy = [coin_mini[name] for name in ("shape", "colour", "yes-no")]
+    assert all(t.instructions == [EASY_VQA] and t.family == "easy-vqa" for t in easy)
+    assert len({t.instructions[0] for t in coin_mini.values()}) == 3  # easy-vqa, cifar10, digits
+    assert {e.output for e in coin_mini["shape"].test} == {"circle", "rectangle", "triangle"}
+    assert {e.output for e in coin_mini["yes-no"].test} == {"yes", "no"}
+    assert len({e.output for e in coin_mini["colour"].test}) == 8
+    assert {e.output for e in coin_mini["digits"].test} == {str(d) for d in range(10)}
+    assert len({e.output for e in coin_mini["cifar10"].test}) == 10
+
+
+def test_coin_mini_test_sets_are_label_balanced(coin_mini):
+    for task in coin_mini.values():
+        counts = Counter(e.output for e in task.test)
+        assert len(set(counts.values())) == 1, task.name
+        assert task.majority_baseline() == pytest.approx(1 / len(counts))
+        train_counts = Counter(e.output for e in task.train)
+        assert len(set(train_counts.values())) == 1 and set(train_counts) == set(counts)
+
+
+def test_coin_mini_never_uses_the_reserved_easy_vqa_images(coin_mini):
+    for name in ("shape", "colour", "yes-no"):
+        task = coin_mini[name]
+        assert all(e.image.startswith("easy-vqa:train/") for e in task.train)
+        assert all(int(e.image.rsplit("/", 1)[1]) < RESERVED_FROM for e in task.train)
+        assert all(e.image.startswith("easy-vqa:test/") for e in task.test)  # easy-VQA's own test images
+    for task in load_stream("coin-mini", test_size=10_000, train_size=None, split_seed=3):
+        train_ids = [
+            int(e.image.rsplit("/", 1)[1]) for e in task.train + task.test if e.image.startswith("easy-vqa:train/")
+        ]
+        assert all(i < RESERVED_FROM for i in train_ids)
+
+
+def test_coin_mini_splits_are_deterministic_and_seeded():
+    first = load_stream("coin-mini", test_size=30, train_size=40, split_seed=0)
+    again = load_stream("coin-mini", test_size=30, train_size=40, split_seed=0)
+    other = load_stream("coin-mini", test_size=30, train_size=40, split_seed=1)
+    for a, b, c in zip(first, again, other):
+        assert [e.id for e in a.test] == [e.id for e in b.test] and [e.id for e in a.train] == [e.id for e in b.train]
+        assert [e.id for e in a.test] != [e.id for e in c.test]
+        assert len(a.train) == 40
+
+
+def test_alignment_captions_agree_with_the_images_own_questions():
+    questions = defaultdict(list)
+    with open(easy_vqa_dir() / "train" / "questions.json") as file:
+        for question, answer, image_id in json.load(file):
+            questions[image_id].append((question, answer))
+    examples = alignment_examples(20, seed=0)
+    assert len(examples) == 20 and examples == alignment_examples(20, seed=0)
+    assert len({e.image for e in examples}) == 20
+    for example in examples:
+        image_id = int(example.image.removeprefix("easy-vqa:train/"))
+        assert image_id >= RESERVED_FROM and example.instruction == "Describe the image briefly."
+        colour, shape = example.output.removeprefix("A ").removesuffix(".").split()
+        asked = dict(questions[image_id])
+        assert asked.get("what color is the shape?", colour) == colour
+        assert asked.get("what shape is in the image?", shape) == shape
+        assert asked.get(f"what is the {colour} shape?", shape) == shape
+        assert asked.get(f"what color is the {shape}?", colour) == colour
+        assert asked.get(f"does the image contain a {shape}?", "yes") == "yes"
+    assert len(alignment_examples(10_000, seed=0)) == 783  # every reserved image whose colour and shape are known
+
+
+def test_user_llava_task_with_an_image_folder(tmp_path):
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "pics" / "a.png")
+    turns = [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "black"}]
+    write_jsonl(tmp_path / "v.jsonl", [{"id": f"r{i}", "image": "a.png", "conversations": turns} for i in range(6)])
+    (tmp_path / "s.yaml").write_text("- name: v\n  train: v.jsonl\n  image_folder: pics\n  scorer: vqa\n")
+    (task,) = load_stream(str(tmp_path / "s.yaml"), 2, None, 0)
+    assert task.instructions == ["Colour?"] and task.test[0].image == str(tmp_path / "pics" / "a.png")
+    (tmp_path / "s.yaml").write_text("- name: v\n  train: v.jsonl\n")
+    with pytest.raises(LciaError, match=r"v\.jsonl:1: image: record 'r0': image not found: .*/a\.png"):
+        load_stream(str(tmp_path / "s.yaml"), 2, None, 0)

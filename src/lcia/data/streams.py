@@ -10,9 +10,15 @@ built-in task or a mapping (``TaskSpec``) that points at files in any format ``r
         test: data/test.jsonl       # optional: otherwise a seeded split of train
         scorer: exact
         max_new_tokens: 8
+      - name: my-vqa
+        train: vqa/train.json       # LLaVA conversations (format: llava)
+        image_folder: vqa/images    # image paths are relative to it (default: the data file's folder)
+        scorer: vqa
 
-Built-in tasks read the installed ``bigbench`` package (never copied into this repository). Why each
-was chosen, with its measured zero-shot and trained scores, is in docs/streams.md.
+Built-in tasks read the installed ``bigbench`` package, and the image tasks of ``coin-mini`` the
+installed easy-VQA, BIG-bench CIFAR-10 and scikit-learn digits (``lcia.data.coin``); nothing is copied
+into this repository. Why each was chosen, with its measured zero-shot and trained scores, is in
+docs/streams.md.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from lcia.data.coin import IMAGE_TASKS, image_task
 from lcia.data.paraphrases import DIVERSE
 from lcia.data.readers import read_examples
 from lcia.data.schema import Example
@@ -41,7 +48,9 @@ class TaskSpec(BaseModel):
     train: str | None = None  # data file (all examples when there is no ``test``)
     test: str | None = None
     bigbench: str | None = None  # a task.json under the installed bigbench/benchmark_tasks
-    format: Literal["auto", "alpaca", "prompt-completion", "messages", "bigbench"] = "auto"
+    images: str | None = None  # a packaged image task (lcia.data.coin.IMAGE_TASKS), e.g. "easy-vqa/shape"
+    image_folder: str | None = None  # where a data file's image paths are relative to (default: its folder)
+    format: Literal["auto", "alpaca", "prompt-completion", "messages", "llava", "bigbench"] = "auto"
     instruction: str | None = None  # overrides the file's instructions
     instructions: list[str] | None = None  # paraphrases, cycled over train and test examples (overrides the file's)
     test_instructions: list[str] | None = None  # paraphrases seen only by test examples (with ``instructions``)
@@ -61,12 +70,24 @@ class TaskSpec(BaseModel):
             raise ValueError(f"unknown scorer {value!r} (known: {', '.join(sorted(SCORERS))})")
         return value
 
+    @field_validator("images")
+    @classmethod
+    def _known_image_task(cls, value: str | None) -> str | None:
+        if value is not None and value not in IMAGE_TASKS:
+            raise ValueError(f"unknown image task {value!r} (known: {', '.join(IMAGE_TASKS)})")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.train is None) == (self.bigbench is None):
-            raise ValueError("give exactly one of 'train' (a data file) or 'bigbench' (a packaged task)")
+        if [self.train, self.bigbench, self.images].count(None) != 2:
+            raise ValueError(
+                "give exactly one of 'train' (a data file), 'bigbench' (a packaged task) "
+                "or 'images' (a packaged image task)"
+            )
         if self.test is not None and self.train is None:
             raise ValueError("'test' needs 'train'")
+        if self.image_folder is not None and self.train is None:
+            raise ValueError("'image_folder' needs 'train' (a data file whose image paths it resolves)")
         if self.instructions is not None and (self.instruction is not None or not self.instructions):
             raise ValueError("give either 'instruction' or a non-empty list of 'instructions', not both")
         if self.test_instructions and not self.instructions:
@@ -152,6 +173,15 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             balance=True,
             family="parentheses",
         ),
+        # coin-mini (lcia.data.coin): one-word answers about an image, each test set label-balanced.
+        *[
+            TaskSpec(
+                name=name, images=f"easy-vqa/{name}", scorer="vqa", max_new_tokens=4, balance=True, family="easy-vqa"
+            )
+            for name in ("shape", "colour", "yes-no")
+        ],
+        TaskSpec(name="cifar10", images="cifar10", scorer="vqa", max_new_tokens=4, balance=True, family="cifar10"),
+        TaskSpec(name="digits", images="digits", scorer="vqa", max_new_tokens=4, balance=True, family="digits"),
     ]
 }
 
@@ -163,6 +193,9 @@ BUILTIN_STREAMS: dict[str, list[str]] = {
 }
 # The same tasks, each with several paraphrased instructions (lcia.data.paraphrases).
 BUILTIN_STREAMS["ni-cit-diverse"] = BUILTIN_STREAMS["ni-cit"]
+# Multimodal, in the spirit of CoIN: the easy-vqa family (shape, colour, yes-no: one shared instruction)
+# interleaved with two classification tasks unlike it.
+BUILTIN_STREAMS["coin-mini"] = ["shape", "cifar10", "colour", "digits", "yes-no"]
 DIVERSE_STREAMS = {"ni-cit-diverse"}
 
 
@@ -183,28 +216,45 @@ def _cycle_instructions(examples: list[Example], instructions: list[str]) -> lis
     return [replace(ex, instruction=instructions[i % len(instructions)]) for i, ex in enumerate(examples)]
 
 
+def _templated(examples: list[Example], template: str) -> list[Example]:
+    return [replace(ex, input=template.format(input=ex.input)) for ex in examples]
+
+
+def _read(spec: TaskSpec, base_dir: Path) -> tuple[list[Example], list[Example] | None]:
+    """A task's examples, and its own test examples when it has them (None: split the examples)."""
+    if spec.bigbench is not None:
+        return read_examples(bigbench_dir() / spec.bigbench, "bigbench", spec.instruction), None
+    if spec.images is not None:
+        pools = image_task(spec.images, spec.instruction)
+        return pools.train, pools.test
+    image_folder = base_dir / spec.image_folder if spec.image_folder is not None else None
+    examples = read_examples(base_dir / spec.train, spec.format, spec.instruction, image_folder)
+    if spec.test is None:
+        return examples, None
+    return examples, read_examples(base_dir / spec.test, spec.format, spec.instruction, image_folder)
+
+
 def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | None, split_seed: int) -> Task:
     """Read a task's files and split them (deterministically, seeded by ``split_seed`` and the name)."""
-    if spec.bigbench is not None:
-        examples = read_examples(bigbench_dir() / spec.bigbench, "bigbench", spec.instruction)
-    else:
-        examples = read_examples(base_dir / spec.train, spec.format, spec.instruction)
+    examples, test = _read(spec, base_dir)
     if spec.short_instruction:
         examples = [replace(ex, instruction=_prompt_sentence(ex.instruction)) for ex in examples]
     if spec.input_template:
-        examples = [replace(ex, input=spec.input_template.format(input=ex.input)) for ex in examples]
+        examples = _templated(examples, spec.input_template)
+        test = _templated(test, spec.input_template) if test is not None else None
     test_size, train_size = spec.test_size or test_size, spec.train_size or train_size
+    seed = f"{split_seed}/{spec.name}"
     if spec.test is not None:
         train = examples[:train_size] if train_size else examples
-        test = read_examples(base_dir / spec.test, spec.format, spec.instruction)[:test_size]
-        if spec.input_template:
-            test = [replace(ex, input=spec.input_template.format(input=ex.input)) for ex in test]
+        test = test[:test_size]
+    elif test is not None:
+        # A packaged image task's own test examples: both sets shuffled (and balanced) as a split would be.
+        train = split_examples(examples, 0, train_size, seed, spec.balance)[0]
+        test = split_examples(test, test_size, 0, seed, spec.balance)[1]
     else:
         if len(examples) < 2:
             raise input_error("needs at least 2 examples to split into train and test", file=base_dir / spec.train)
-        train, test = split_examples(
-            examples, min(test_size, len(examples) // 2), train_size, f"{split_seed}/{spec.name}", spec.balance
-        )
+        train, test = split_examples(examples, min(test_size, len(examples) // 2), train_size, seed, spec.balance)
     if spec.instructions:
         train = _cycle_instructions(train, spec.instructions)
         test = _cycle_instructions(test, spec.instructions + (spec.test_instructions or []))
