@@ -105,12 +105,12 @@ def image_task(name: str, instruction: str | None = None) -> Pools:
 
 
 def alignment_examples(n: int, seed: int) -> list[Example]:
-    """Up to ``n`` captions ("A blue rectangle.") of reserved easy-VQA train images, a seeded sample.
+    """``n`` captions ("A blue rectangle.") of reserved easy-VQA train images, in a seeded order.
 
     easy-VQA has no captions: an image's colour and shape come from its own open questions, from the
     answer ("what color is the shape?" -> blue) and from the words of the question ("what is the blue
     shape?" -> rectangle: blue too). Of the 1,000 reserved images, the 783 whose colour and shape are
-    both known this way are captioned.
+    both known this way are captioned; a longer request goes over them again, each pass in a new order.
     """
     shapes: dict[int, set[str]] = defaultdict(set)
     colours: dict[int, set[str]] = defaultdict(set)
@@ -121,7 +121,10 @@ def alignment_examples(n: int, seed: int) -> list[Example]:
         shapes[image_id] |= words & SHAPES
         colours[image_id] |= words & COLOURS
     known = sorted(i for i in shapes if len(shapes[i]) == 1 and len(colours[i]) == 1)
-    chosen = random.Random(seed).sample(known, min(n, len(known)))
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        chosen += rng.sample(known, len(known))
     return [
         Example(
             ALIGNMENT,
@@ -130,5 +133,5 @@ def alignment_examples(n: int, seed: int) -> list[Example]:
             id=f"align-{i}",
             image=f"easy-vqa:train/{i}",
         )
-        for i in chosen
+        for i in chosen[:n]
     ]
