@@ -74,8 +74,11 @@ def load_state(folder: Path, name: str) -> Any:
 
 
 def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a run changes: every adapter tensor and anything else trainable."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
+    """The tensors a run changes: every adapter tensor (LoRA, and each adapter's copy of a module PEFT
+    trains whole, e.g. a vision-language model's projector) and anything else trainable."""
+    return {
+        n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n or ".modules_to_save." in n
+    }
 
 
 def _generators() -> dict[str, torch.Tensor]:

@@ -188,7 +188,7 @@ def _cmd_ask(args) -> None:
     from lcia.trained_run import TrainedRun
 
     trained = TrainedRun(args.run_dir, args.stage)
-    adapter, answer = trained.ask(args.instruction, args.input, args.max_new_tokens)
+    adapter, answer = trained.ask(args.instruction, args.input, args.max_new_tokens, args.image)
     if adapter is not None:
         tasks = ", ".join(trained.codebook.group(adapter).tasks)
         console.print(f"[dim]{adapter} ({tasks})[/]", soft_wrap=True)
@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="", help="the instance (e.g. the question); empty: the instruction alone")
     p.add_argument("--stage", type=int, default=None, help="the adapters after this stage (default: the last)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--image", default="", help="an image file, for a run on a stream with images")
     p.set_defaults(func=_cmd_ask)
     return parser
 

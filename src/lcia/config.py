@@ -38,6 +38,17 @@ class ModelConfig(_Section):
     quantization: Literal["none", "nf4", "fp4"] = "none"
 
 
+class VisionSettings(_Section):
+    """A stream with images runs on a vision-language model: the packaged one (a frozen EfficientNet-Lite0 and
+    a trainable projector on ``model.name_or_path``, a text LM) or, when ``model.name_or_path`` is a Hugging
+    Face VLM folder, that model with its own vision tower (``lcia.models.vision``)."""
+
+    # projector-only caption steps (LLaVA's stage 1) the stream starts from, cached (0: a random projector)
+    prealign_steps: NonNegativeInt = 150
+    prealign_batch_size: PositiveInt = 16
+    prealign_lr: PositiveFloat = 1e-3
+
+
 class LoraSettings(_Section):
     r: PositiveInt = 8
     alpha: PositiveInt = 16
@@ -120,6 +131,7 @@ class RunConfig(_Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -34,6 +34,7 @@ def evaluate_run(
             batch_size=cfg.evaluation.batch_size,
             max_length=cfg.evaluation.max_length,
             progress=progress,
+            images=trained.images,
         )
         eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
         scores[task.name] = round(cell.score, 4)

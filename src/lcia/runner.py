@@ -25,6 +25,7 @@ from transformers import set_seed
 from lcia import distributed
 from lcia.checkpoint import Checkpoints
 from lcia.config import RunConfig
+from lcia.data.images import uses_images
 from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream, order_tasks
 from lcia.data.tasks import Task
@@ -35,6 +36,8 @@ from lcia.evaluation.routing import routing_accuracy
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
+from lcia.models.prealign import prealign
+from lcia.models.vision import ENCODER, EncoderFeatures, image_slots, load_vision_language_model, lora_targets
 from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
@@ -124,6 +127,27 @@ def _open_run_dir(out: RunDir, cfg: RunConfig, processes: dict, *, overwrite: bo
     out.write_json("manifest.json", record)
 
 
+def vision_record(cfg: RunConfig, model, images, device, tokenizer, progress: bool) -> dict:
+    """Pre-align the packaged model's projector (cached) and say what the run's vision side is."""
+    if not isinstance(images, EncoderFeatures):
+        return {"model": "hugging-face", "image_tokens": images.slots.count}
+    vision = cfg.vision
+    model.to(device)
+    aligned = prealign(
+        model,
+        tokenizer,
+        images,
+        name_or_path=cfg.model.name_or_path,
+        steps=vision.prealign_steps,
+        batch_size=vision.prealign_batch_size,
+        lr=vision.prealign_lr,
+        seed=cfg.seed,
+        max_length=cfg.training.max_length,
+        progress=progress,
+    )
+    return {"model": "packaged", "encoder": ENCODER, "image_tokens": images.slots.count, "prealign": aligned}
+
+
 def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) -> RunResult:
     started = time.perf_counter()
     state = distributed.process_state()
@@ -136,7 +160,10 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
     )
     method = build_method(cfg.method.name, cfg.method.params)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
-    encoded = {ex: encode_for_training(tokenizer, ex, cfg.training.max_length) for task in tasks for ex in task.train}
+    # A stream with images runs on a vision-language model (lcia.models.vision); prompts then hold image tokens.
+    slots = image_slots(cfg.model.name_or_path, tokenizer) if uses_images(ex for t in tasks for ex in t.train) else None
+    encode = lambda ex: encode_for_training(tokenizer, ex, cfg.training.max_length, slots)  # noqa: E731
+    encoded = {ex: encode(ex) for task in tasks for ex in task.train}
     for task in tasks:
         cut = sum(encoded[ex].truncated for ex in task.train)
         if cut:
@@ -162,8 +189,16 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         set_seed(cfg.seed)
         mixed_precision = "bf16" if precision == "bf16" else "no"
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-        model = load_base_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device)
-        lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        images, targets, whole = None, cfg.lora.target_modules, None
+        if slots is None:
+            model = load_base_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device)
+        else:
+            model, images = load_vision_language_model(
+                cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device, slots, cfg.seed
+            )
+            record.setdefault("vision", vision_record(cfg, model, images, accelerator.device, tokenizer, progress))
+            targets, whole = lora_targets(model, cfg.lora.target_modules)
+        lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, targets, whole)
         model = method.setup(model, lora).to(accelerator.device)
         model.eval()
         stages = method.stages(tasks)
@@ -187,6 +222,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             batch_size=cfg.evaluation.batch_size,
                             max_length=cfg.evaluation.max_length,
                             progress=progress,
+                            images=images,
                         )
                         if main:
                             out.append_cell(cell, task)
@@ -215,10 +251,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                     if method.capabilities.trains and not done:
                         mid_stage = latest if latest is not None and latest["stage"] == stage else None
                         examples = method.train_examples(stage_tasks)
-                        features = [
-                            encoded.get(ex) or encode_for_training(tokenizer, ex, cfg.training.max_length)
-                            for ex in examples
-                        ]
+                        features = [encoded.get(ex) or encode(ex) for ex in examples]
                         stats = train_stage(
                             model,
                             tokenizer,
@@ -236,6 +269,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             on_step=(lambda r, offset=ends[stage - 1]: on_step(r, offset)) if main else None,
                             emit=(lambda name, r: out.append(f"{name}.jsonl", [r])) if main else None,
                             progress=progress,
+                            images=images,
                         )
                         steps = cfg.training.steps * len(stage_tasks)
                         checkpoints.save(

@@ -19,6 +19,8 @@ from lcia.grouping import Codebook, build_similarity
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters
+from lcia.models.prealign import load_prealigned
+from lcia.models.vision import image_slots, load_vision_language_model
 from lcia.run_dir import RunDir
 
 
@@ -33,6 +35,7 @@ class TrainedRun:
         if stage is not None and stage not in stages:
             raise input_error(f"no adapter for stage {stage} (saved: {stages or 'none'})", file=folder)
         self.stage = stage  # None: the base model (a run that never trained)
+        self.vision = self.out.read_json("manifest.json").get("vision")  # None: a text model
         self.codebook = None
         if stage is not None and (self.out.adapter_dir(stage) / "codebook.json").exists():
             data = RunDir(self.out.adapter_dir(stage)).read_json("codebook.json")
@@ -49,21 +52,45 @@ class TrainedRun:
 
     @cached_property
     def tokenizer(self):
-        return load_tokenizer(self.cfg.model.name_or_path)
+        tokenizer = load_tokenizer(self.cfg.model.name_or_path)
+        self.slots = image_slots(self.cfg.model.name_or_path, tokenizer) if self.vision else None
+        return tokenizer
+
+    @property
+    def model(self):
+        return self._model_and_images[0]
+
+    @property
+    def images(self):
+        """The model's image inputs (``lcia.models.vision.VisionInputs``); None for a text model."""
+        return self._model_and_images[1]
 
     @cached_property
-    def model(self):
-        model = load_base_model(self.cfg.model.name_or_path, self.cfg.model.dtype, self.cfg.model.quantization)
+    def _model_and_images(self):
+        model_cfg, images = self.cfg.model, None
+        if self.vision is None:
+            model = load_base_model(model_cfg.name_or_path, model_cfg.dtype, model_cfg.quantization)
+        else:
+            self.tokenizer  # noqa: B018  (sets the image slots)
+            model, images = load_vision_language_model(
+                model_cfg.name_or_path, model_cfg.dtype, model_cfg.quantization, "cpu", self.slots, self.cfg.seed
+            )
+            if "prealign" in self.vision and self.stage is None:  # a trained stage's adapters hold their projector
+                load_prealigned(model, self.vision["prealign"])
         if self.stage is not None:
             folder = self.out.adapter_dir(self.stage)
             model = build_method(self.cfg.method.name, self.cfg.method.params).load_stage(
                 load_adapters(model, folder), folder
             )
-        return model.eval()
+        return model.eval(), images
 
-    def ask(self, instruction: str, input: str = "", max_new_tokens: int = 64) -> tuple[str | None, str]:
-        """Greedy answer of the routed adapter: (adapter, answer)."""
-        example = Example(instruction=instruction, input=input, output="")
+    def ask(
+        self, instruction: str, input: str = "", max_new_tokens: int = 64, image: str = ""
+    ) -> tuple[str | None, str]:
+        """Greedy answer of the routed adapter: (adapter, answer). ``image``: a file path, for a vision run."""
+        if image and self.vision is None:
+            raise input_error("this run's model takes no images", file=self.out.path / "manifest.json")
+        example = Example(instruction=instruction, input=input, output="", image=image)
         adapter = self.route_example(example)
         [answer] = generate_answers(
             self.model,
@@ -74,5 +101,6 @@ class TrainedRun:
             max_length=self.cfg.evaluation.max_length,
             adapters=[adapter],
             progress=False,
+            images=self.images,
         )
         return adapter, answer

@@ -6,7 +6,9 @@ Decoding is a plain greedy loop on the KV cache (the same tokens as ``model.gene
 the prompt pass computes logits for its last position only, and a sequence that reaches its end-of-turn
 token leaves the batch and the cache at once, so later steps compute only the sequences still going.
 Answers repeat exactly for the same weights and batch size. When a method routes examples to adapters,
-each adapter's examples are generated together with that adapter active.
+each adapter's examples are generated together with that adapter active. With ``images`` (a
+vision-language model's ``VisionInputs``), the prompt pass gets each prompt's image, and the shared
+prefix stops before the first image token.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lcia.data.prompts import encode_prompt, fit
+from lcia.data.prompts import check_image_kept, encode_prompt, fit
 from lcia.data.schema import Example
 
 
@@ -34,11 +36,18 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
 
 
 @torch.inference_mode()
-def _generate_batch(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
+def _generate_batch(
+    model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int, image_inputs: dict | None = None,
+    image_token: int | None = None,
+) -> list[list[int]]:
     """Greedy decoding on the KV cache. The prompts' shared prefix (a task's chat template and
-    instruction) is encoded once and its cache copied to every row; a row that ends leaves the batch."""
+    instruction) is encoded once and its cache copied to every row; a row that ends leaves the batch.
+    ``image_inputs`` (the images of the prompts that hold ``image_token``, in order) go to the prompt pass."""
     device = next(model.parameters()).device
     shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    if image_inputs and image_token in prompts[0][:shared]:
+        shared = prompts[0].index(image_token)  # image tokens belong to each row's own pass
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
     cache = None
     if shared:
         cache = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
@@ -54,7 +63,13 @@ def _generate_batch(model, prompts: list[list[int]], pad_id: int, eos_id: int, m
     positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)  # each prompt's own positions, pads aside
     mask = torch.cat([mask.new_ones(len(prompts), shared), mask], dim=1)
     out = model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        **(image_inputs or {}),
     )
     cache, positions = out.cache, positions[:, -1:]
     rows = torch.arange(len(prompts), device=device)  # the prompt each remaining batch row belongs to
@@ -88,9 +103,14 @@ def generate_answers(
     adapters: list[str | None] | None = None,
     desc: str = "eval",
     progress: bool = True,
+    images=None,
 ) -> list[str]:
-    """Greedy answers for ``examples``, in their order; ``adapters[i]`` answers example i (None: the active one)."""
-    prompts = [fit(encode_prompt(tokenizer, ex), max_length - max_new_tokens) for ex in examples]
+    """Greedy answers for ``examples``, in their order; ``adapters[i]`` answers example i (None: the active one).
+    ``images`` (``lcia.models.vision.VisionInputs``) gives a vision-language model the examples' images."""
+    slots = images.slots if images is not None else None
+    prompts = [fit(encode_prompt(tokenizer, ex, slots), max_length - max_new_tokens) for ex in examples]
+    for ex, prompt in zip(examples, prompts):
+        check_image_kept(prompt, ex, slots, "evaluation.max_length")
     by_adapter: dict[str | None, list[int]] = defaultdict(list)
     for i, adapter in enumerate(adapters or [None] * len(examples)):
         by_adapter[adapter].append(i)
@@ -103,8 +123,15 @@ def generate_answers(
         indices = sorted(indices, key=lambda i: (examples[i].instruction, len(prompts[i])))
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
+            refs = [examples[i].image for i in chunk if examples[i].image]
             outs = _generate_batch(
-                model, [prompts[i] for i in chunk], tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens
+                model,
+                [prompts[i] for i in chunk],
+                tokenizer.pad_token_id,
+                tokenizer.eos_token_id,
+                max_new_tokens,
+                images.forward_inputs(refs, next(model.parameters()).device) if refs else None,
+                slots.token_id if slots else None,
             )
             for i, out in zip(chunk, outs):
                 answers[i] = tokenizer.decode(out, skip_special_tokens=True).strip()

@@ -26,7 +26,16 @@ class Cell:
 
 
 def evaluate_task(
-    model, tokenizer, task: Task, row: int, *, route=None, batch_size: int, max_length: int, progress: bool = True
+    model,
+    tokenizer,
+    task: Task,
+    row: int,
+    *,
+    route=None,
+    batch_size: int,
+    max_length: int,
+    progress: bool = True,
+    images=None,
 ) -> Cell:
     """Answer and score ``task``'s test set. With several processes each rank answers its share of
     the examples (every world-size-th) and every rank returns the whole cell, in the test set's order."""
@@ -42,6 +51,7 @@ def evaluate_task(
         adapters=adapters,
         desc=f"eval row {row} {task.name}",
         progress=progress,
+        images=images,
     )
     scorer = get_scorer(task.scorer)
     scores = [scorer(p, ex.references) for p, ex in zip(predictions, test)]

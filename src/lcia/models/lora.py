@@ -10,8 +10,19 @@ from transformers import PreTrainedModel
 from lcia.errors import input_error
 
 
-def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]) -> LoraConfig:
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+def lora_config(
+    r: int, alpha: int, dropout: float, target_modules: list[str] | str, modules_to_save: list[str] | None = None
+) -> LoraConfig:
+    """``modules_to_save``: modules trained whole beside LoRA (a vision-language model's projector), one copy
+    per adapter. ``target_modules`` as a string is a regex over module names (PEFT's full match)."""
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+        task_type="CAUSAL_LM",
+    )
 
 
 def add_lora(model: PreTrainedModel, config: LoraConfig, adapter_name: str = "default") -> PeftModel:

@@ -13,6 +13,8 @@ Features and their trade-offs:
   per optimizer step, on the accumulated gradient.
 * A fresh AdamW and scheduler per stage, as when each task is its own fine-tuning run.
 * bf16 autocast through Accelerate when asked (master weights stay fp32).
+* Vision-language models: ``images`` adds each batch's image inputs (the frozen encoder's features,
+  computed once per image, or a processor's pixels) to the forward arguments.
 * Several processes (``lcia.distributed``): every rank draws the same global batch of
   ``training.batch_size`` and trains on its share in a DDP wrapper built for the stage, its loss
   weighed by its share of the batch's answer tokens, so the averaged gradient is the one-process
@@ -134,6 +136,7 @@ def train_stage(
     on_step: Callable[[dict], None] | None = None,
     emit: Callable[[str, dict], None] | None = None,
     progress: bool = True,
+    images=None,  # lcia.models.vision.VisionInputs of a vision-language model
 ) -> dict:
     """Train ``model`` for ``steps`` optimizer steps on the encoded examples; returns the stage's statistics.
 
@@ -191,10 +194,11 @@ def train_stage(
             share = 1.0
             if world > 1:
                 share = sum(answers[i] for i in mine) * world / sum(answers[i] for i in indices)
-            batch = {
-                k: v.to(accelerator.device)
-                for k, v in collate([features[i] for i in mine or indices[:1]], tokenizer.pad_token_id).items()
-            }
+            chosen = [features[i] for i in mine or indices[:1]]
+            batch = {k: v.to(accelerator.device) for k, v in collate(chosen, tokenizer.pad_token_id).items()}
+            refs = [f.image for f in chosen if f.image]
+            if refs:
+                batch |= images.forward_inputs(refs, accelerator.device)
             last = micro == cfg.grad_accum - 1
             with nullcontext() if last or ddp is None else ddp.no_sync():
                 with accelerator.autocast():
