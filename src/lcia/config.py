@@ -44,9 +44,9 @@ class VisionSettings(_Section):
     Face VLM folder, that model with its own vision tower (``lcia.models.vision``)."""
 
     # projector-only caption steps (LLaVA's stage 1) the stream starts from, cached (0: a random projector)
-    prealign_steps: NonNegativeInt = 150
-    prealign_batch_size: PositiveInt = 16
-    prealign_lr: PositiveFloat = 1e-3
+    prealign_steps: NonNegativeInt = 80
+    prealign_batch_size: PositiveInt = 8
+    prealign_lr: PositiveFloat = 2e-3
 
 
 class LoraSettings(_Section):

@@ -112,7 +112,7 @@ class RunDir:
                 handle.write(json.dumps(record) + "\n")
 
     def append_cell(self, cell: Cell, task: Task, name: str = "predictions.jsonl") -> None:
-        """One line per test example of ``task``: prediction, references, score and answering adapter."""
+        """One line per test example of ``task``: prediction, references, score, answering adapter (and image)."""
         self.append(
             name,
             [
@@ -124,6 +124,7 @@ class RunDir:
                     "references": list(ex.references),
                     "score": s,
                     "adapter": a,
+                    **({"image": ex.image} if ex.image else {}),
                 }
                 for ex, p, s, a in zip(task.test, cell.predictions, cell.scores, cell.adapters)
             ],

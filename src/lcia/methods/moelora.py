@@ -45,7 +45,7 @@ from torch.utils.hooks import RemovableHandle
 
 from lcia.errors import input_error
 from lcia.methods.base import Capabilities, Method, register
-from lcia.models.lora import add_lora
+from lcia.models.lora import add_lora, shared_whole_modules
 from lcia.run_dir import RunDir
 
 ROUTERS, CONFIG = "moelora_router.safetensors", "moelora.json"
@@ -73,7 +73,7 @@ class MoELoRA(Method):
         config = dataclasses.replace(lora, r=self.expert_r, lora_alpha=lora.lora_alpha / len(self.experts))
         model = add_lora(model, config, adapter_name=self.experts[0])
         for name in self.experts[1:]:
-            model.add_adapter(name, config)  # adapters added later would freeze the routers: they come last
+            model.add_adapter(name, shared_whole_modules(config))  # adapters added later would freeze the routers: they come last
         self._mix(model)
         return model
 

@@ -27,7 +27,7 @@ from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 
 from lcia.methods.base import Capabilities, Method, TrainContext, register
-from lcia.models.lora import add_lora
+from lcia.models.lora import add_lora, shared_whole_modules
 from lcia.run_dir import RunDir
 
 
@@ -50,7 +50,7 @@ class OLora(Method):
         model = ctx.accelerator.unwrap_model(ctx.model)
         name = f"task-{ctx.stage}"
         if name not in model.peft_config:  # task-1 is made by setup
-            model.add_adapter(name, self.lora)
+            model.add_adapter(name, shared_whole_modules(self.lora))
         self.adapters.append(name)
         self._activate(model)
 
@@ -59,6 +59,9 @@ class OLora(Method):
         model.base_model.set_adapter(self.adapters)
         if len(self.adapters) > 1:
             model.set_requires_grad(self.adapters[:-1], requires_grad=False)
+            for name, param in model.named_parameters():  # a vision model's projector trains in every task
+                if ".modules_to_save." in name:
+                    param.requires_grad_(True)
         self._terms = None  # collected at the first step: after a resume has loaded the weights
 
     def _collect(self, model: PeftModel) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
@@ -107,6 +110,6 @@ class OLora(Method):
     def restore_model(self, model: PeftModel) -> None:
         for name in self.adapters:
             if name not in model.peft_config:
-                model.add_adapter(name, self.lora)
+                model.add_adapter(name, shared_whole_modules(self.lora) if name != "task-1" else self.lora)
         if self.adapters:
             self._activate(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -23,6 +24,12 @@ def lora_config(
         modules_to_save=modules_to_save,
         task_type="CAUSAL_LM",
     )
+
+
+def shared_whole_modules(config: LoraConfig) -> LoraConfig:
+    """The config for a method's further adapters when several are active at once (O-LoRA, MoELoRA): PEFT
+    runs one adapter's copy of a module trained whole, so the first adapter's copy (the projector) serves all."""
+    return dataclasses.replace(config, modules_to_save=None)
 
 
 def add_lora(model: PreTrainedModel, config: LoraConfig, adapter_name: str = "default") -> PeftModel:
