@@ -71,3 +71,29 @@ def test_smollm2_lcia_groups_a_family_isolates_other_groups_and_reports(tmp_path
     text = report.read_text()
     assert text.index("## 1. Runs") < text.index("Comparison") and "routing" in text.lower()
     assert (tmp_path / "report" / "figures" / "run-routing.png").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_learns_an_image_task_on_the_packaged_vision_model(tmp_path):
+    """coin-mini's shape and colour tasks on SmolLM2 with the frozen EfficientNet-Lite0 and a pre-aligned projector."""
+    (tmp_path / "stream.yaml").write_text("tasks: [shape, colour]\n")
+    cfg = load_config(
+        None,
+        [
+            f"stream={tmp_path / 'stream.yaml'}",
+            f"output_dir={tmp_path / 'run'}",
+            "method.name=dema",
+            "training.steps=20",
+            "data.test_size=24",
+            "evaluation.batch_size=48",
+            "evaluation.bootstrap=0",
+            "vision.prealign_steps=20",
+        ],
+    )
+    result = run(cfg, progress=False, log=lambda *_: None)
+    (shape_before, _), (shape_after, _), _ = result.matrix
+    # Chance is 1/3; the image tokens must carry the shape for 20 steps to get well above it.
+    assert shape_after >= max(0.8, shape_before + 0.4)
+    out = RunDir(result.run_dir)
+    assert out.read_json("manifest.json")["vision"]["prealign"]["steps"] == 20
+    assert all(p["image"].startswith("easy-vqa:test/") for p in out.read_jsonl("predictions.jsonl"))
