@@ -168,3 +168,38 @@ def test_an_fsdp_or_deepspeed_launch_is_refused_before_anything_is_written(confi
             with pytest.raises(LciaError, match=f"^lcia run does not train under {engine} \\(sharded parameters\\)"):
                 runner.run(cfg, progress=False, log=lambda *_: None)
         assert not (tmp_path / engine).exists()
+
+
+def test_two_processes_give_the_one_process_run_on_images(tiny_model_dir, tmp_path, monkeypatch):
+    """The packaged vision-language model under DDP: each rank encodes its share's images, the projector's
+    gradient is averaged like LoRA's, and the pre-aligned projector is trained once (rank 0) and shared."""
+    from PIL import Image
+
+    monkeypatch.setenv("LCIA_HOME", str(tmp_path / "home"))  # the launched processes inherit it
+    colors = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    records = []
+    for i in range(20):
+        color = list(colors)[i % 2]
+        Image.new("RGB", (16, 16), colors[color]).save(tmp_path / f"{i}.png")
+        question = {"from": "human", "value": "<image>\nWhat color is it?"}
+        records.append({"id": str(i), "image": f"{i}.png", "conversations": [question, {"from": "gpt", "value": color}]})
+    (tmp_path / "colors.json").write_text(json.dumps(records))
+    (tmp_path / "stream.yaml").write_text(
+        "tasks:\n  - {name: colors, train: colors.json, scorer: vqa, max_new_tokens: 2}\n"
+        "  - {name: again, train: colors.json, instruction: Name the colour., scorer: vqa, max_new_tokens: 2}\n"
+    )
+    (tmp_path / "run.yaml").write_text(
+        f"stream: {tmp_path / 'stream.yaml'}\n"
+        f"model: {{name_or_path: {tiny_model_dir}}}\n"
+        "method: {name: dema}\n"
+        "training: {steps: 6, batch_size: 4, lr: 0.01}\n"
+        "data: {test_size: 5}\n"
+        "evaluation: {bootstrap: 0, batch_size: 2}\n"
+        "lora: {r: 4}\n"
+        "vision: {prealign_steps: 2, prealign_batch_size: 4}\n"
+    )
+    config = tmp_path / "run.yaml"
+    reference = one_process(config, [], tmp_path / "one")
+    done = subprocess.run(launch(str(config), f"--set=output_dir={tmp_path / 'two'}"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(tmp_path / "two", reference)
