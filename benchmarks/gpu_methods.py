@@ -26,12 +26,12 @@ from harness import write_results
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lcia.checkpoint import Checkpoints
-from lcia.methods.spec import parse_method, split_methods
 from lcia.config import TrainingConfig
 from lcia.data.prompts import IGNORE_INDEX, Encoded
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import build_method
+from lcia.methods.spec import parse_method, split_methods
 from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
 from lcia.training.loop import answer_forward, collate, train_stage

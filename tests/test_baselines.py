@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
-from accelerate import Accelerator
 
 from lcia import runner
 from lcia.checkpoint import load_state, save_state
@@ -16,6 +16,7 @@ from lcia.methods import TrainContext, build_method
 from lcia.methods.lwf import distillation_loss
 from lcia.run_dir import RunDir
 from lcia.training.loop import answer_forward, collate, train_stage
+from lcia.training.precision import accelerator_for
 
 
 class Two(torch.nn.Module):
@@ -87,7 +88,7 @@ def _train(make_or_parts, method, stage, steps=6, lr=1e-2, on_step=None):
         steps=steps,
         cfg=TrainingConfig(batch_size=4, lr=lr, checkpoint_every=0),
         seed=0,
-        accelerator=Accelerator(),
+        accelerator=accelerator_for("fp32"),
         on_step=on_step,
         progress=False,
     )

@@ -10,8 +10,8 @@ import yaml
 
 from lcia.cli import main
 from lcia.compare import compare_configs, run_compare
-from lcia.methods.spec import parse_method, split_methods
 from lcia.errors import LciaError
+from lcia.methods.spec import parse_method, split_methods
 from lcia.run_dir import RunDir
 
 

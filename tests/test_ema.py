@@ -4,8 +4,6 @@ import math
 
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
 from lcia.checkpoint import Checkpoints
 from lcia.config import TrainingConfig
@@ -13,6 +11,7 @@ from lcia.ema import PRESETS, DynamicEma, settings_for
 from lcia.errors import Interrupted, LciaError
 from lcia.methods import build_method
 from lcia.training.loop import train_stage
+from lcia.training.precision import accelerator_for
 
 
 def _param(values, grad, dtype=torch.float32):
@@ -173,7 +172,7 @@ def _train(make, method, steps=5, **kwargs):
         steps=steps,
         cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0),
         seed=0,
-        accelerator=Accelerator(),
+        accelerator=accelerator_for("fp32"),
         emit=lambda name, record: emitted.append((name, record)),
         progress=False,
         **kwargs,
@@ -308,7 +307,6 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
     method = build_method("dema", {"preset": "official"})
     recording = Recording(method)
-    AcceleratorState._reset_state(reset_partial_state=True)  # other tests set up fp32 in this process
     train_stage(
         model,
         tok,
@@ -319,10 +317,9 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
         steps=4,
         cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0, precision="bf16"),
         seed=0,
-        accelerator=Accelerator(mixed_precision="bf16"),
+        accelerator=accelerator_for("bf16"),
         progress=False,
     )
-    AcceleratorState._reset_state(reset_partial_state=True)
     assert next(model.parameters()).dtype == torch.bfloat16  # the frozen base stays bf16
     assert all(t.dtype == torch.float32 for t in method.engine.ema.values())
     assert all(t.dtype == torch.float32 for t in method.engine.prev_grad.values())

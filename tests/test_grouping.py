@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from accelerate import Accelerator
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -27,6 +26,7 @@ from lcia.models.lora import lora_config
 from lcia.run_dir import RunDir
 from lcia.runner import run
 from lcia.trained_run import TrainedRun
+from lcia.training.precision import accelerator_for
 
 
 def test_tfidf_is_the_per_pair_vectorizer_with_english_stop_words():
@@ -107,7 +107,7 @@ def test_bad_grouping_parameters_name_the_field(tmp_path):
 def test_a_new_group_starts_fresh_or_forked_from_the_last_adapter(tiny_model_dir, init):
     method = build_method("grouping", {"adapter_init": init})
     model = method.setup(load_base_model(tiny_model_dir), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
-    ctx = TrainContext(model=model, optimizer=None, accelerator=Accelerator(), stage=1, tasks=[])
+    ctx = TrainContext(model=model, optimizer=None, accelerator=accelerator_for("fp32"), stage=1, tasks=[])
     for stage, instruction in enumerate(["Name the color.", "Repeat the word."], start=1):
         ctx.stage, ctx.tasks = stage, [Task(f"t{stage}", [Example(instruction, "x", "y")], [])]
         method.before_task(ctx)

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from lcia import runner
@@ -21,6 +20,7 @@ from lcia.models.lora import lora_config
 from lcia.run_dir import RunDir
 from lcia.trained_run import TrainedRun
 from lcia.training.loop import train_stage
+from lcia.training.precision import accelerator_for
 
 
 def _olora_model(tiny_model_dir, params=None, targets=("q_proj",), r=2):
@@ -30,7 +30,7 @@ def _olora_model(tiny_model_dir, params=None, targets=("q_proj",), r=2):
 
 
 def _context(model, stage):
-    return TrainContext(model=model, optimizer=None, accelerator=Accelerator(), stage=stage, tasks=[])
+    return TrainContext(model=model, optimizer=None, accelerator=accelerator_for("fp32"), stage=stage, tasks=[])
 
 
 def _lora_tensors(model, adapter):
@@ -107,7 +107,7 @@ def _train_two_stages(tiny_model_dir, params):
         train_stage(
             model, tokenizer, method, [task], features, stage=stage, steps=5,
             cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0), seed=0,
-            accelerator=Accelerator(), on_step=logs.append, progress=False,
+            accelerator=accelerator_for("fp32"), on_step=logs.append, progress=False,
         )  # fmt: skip
         snapshots.append(_lora_tensors(model, "task-1"))
     return method, model, logs, snapshots

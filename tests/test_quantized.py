@@ -30,6 +30,23 @@ def test_nf4_quantises_the_linear_layers_but_not_the_head(tiny_model_dir):
     assert not isinstance(model.lm_head, Linear4bit) and model.lm_head.weight.dtype == torch.float32
 
 
+def test_a_4bit_base_still_trains_after_an_evaluation(tiny_model_dir):
+    # bitsandbytes repacks 4-bit weights for its AVX512-BF16 inference kernel at an eval forward, and that
+    # kernel passes no gradient: LoRA under it stopped learning after row 0 on such CPUs.
+    from lcia.models.lora import add_lora, lora_config
+
+    model = add_lora(load_base_model(tiny_model_dir, quantization="nf4"), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
+    ids = torch.arange(1, 11)[None]
+    model.eval()
+    with torch.inference_mode():
+        model(input_ids=ids)
+    model.train()
+    model(input_ids=ids).logits.float().pow(2).mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None for g in grads.values())
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)  # A's is 0 while B is 0
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_training_method_runs_on_a_4bit_base(nf4_config, method):
     cfg = nf4_config.model_copy(update={"method": nf4_config.method.model_copy(update={"name": method})})

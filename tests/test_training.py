@@ -1,10 +1,10 @@
 import pytest
 import torch
-from accelerate import Accelerator
 
 from lcia.config import TrainingConfig
 from lcia.methods.base import Method
 from lcia.training.loop import length_grouped_batches, train_stage
+from lcia.training.precision import accelerator_for
 
 
 class Recorder(Method):
@@ -42,7 +42,7 @@ def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_lora):
         steps=3,
         cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2),
         seed=0,
-        accelerator=Accelerator(),
+        accelerator=accelerator_for("fp32"),
         on_step=logged.append,
         progress=False,
     )
@@ -65,7 +65,7 @@ def test_training_learns_and_touches_only_lora(tiny_lora):
         steps=30,
         cfg=TrainingConfig(batch_size=8, lr=3e-2),
         seed=0,
-        accelerator=Accelerator(),
+        accelerator=accelerator_for("fp32"),
         on_step=logged.append,
         progress=False,
     )

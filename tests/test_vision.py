@@ -14,7 +14,7 @@ from lcia.data.prompts import encode_for_training, encode_prompt
 from lcia.data.schema import Example
 from lcia.errors import LciaError
 from lcia.models.loading import load_base_model, load_tokenizer
-from lcia.models.lora import add_lora, lora_config, load_adapters
+from lcia.models.lora import add_lora, load_adapters, lora_config
 from lcia.models.vision import PROJECTOR, EncoderFeatures, add_image_token, attach_projector, lora_targets
 from lcia.training.loop import answer_forward, collate
 

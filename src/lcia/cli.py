@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -10,6 +11,9 @@ import warnings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
 # PEFT calls a transformers API that warns of its own deprecation on every adapter: noise for users.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# bitsandbytes (imported by PEFT) logs at import, on AVX512-BF16 CPUs, that it could not fetch an optional
+# kernel from the Hugging Face hub: lcia never fetches one, and a bad-input error must stay one line.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from rich.console import Console  # noqa: E402
 
@@ -134,9 +138,9 @@ def _cmd_compare(args) -> None:
     from rich.table import Table
 
     from lcia.compare import run_compare
-    from lcia.methods.spec import split_methods
     from lcia.config import load_config
     from lcia.evaluation.metrics import METRICS
+    from lcia.methods.spec import split_methods
 
     base = load_config(args.config, args.set)
     name = Path(args.config).stem if args.config else "default"

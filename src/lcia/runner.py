@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from transformers import set_seed
 
 from lcia import distributed
@@ -42,7 +41,7 @@ from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
-from lcia.training.precision import resolve_precision
+from lcia.training.precision import accelerator_for, resolve_precision
 
 
 @dataclass
@@ -187,8 +186,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         set_seed(cfg.seed)
-        mixed_precision = "bf16" if precision == "bf16" else "no"
-        accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+        accelerator = accelerator_for(precision)
         images, targets, whole = None, cfg.lora.target_modules, None
         if slots is None:
             model = load_base_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device)

@@ -22,7 +22,6 @@ from transformers import PreTrainedTokenizerBase
 from lcia.data.prompts import check_image_kept, encode_prompt, fit
 from lcia.data.schema import Example
 
-
 MIN_SHARED_PREFIX = 8  # tokens: below this, encoding a shared prefix once saves less than it costs
 
 

@@ -108,4 +108,21 @@ def load_base_model(
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), use_safetensors=True, **kwargs)
     except OSError as err:
         raise LciaError(f"model.name_or_path: cannot load {name_or_path!r} offline: {err}".splitlines()[0]) from err
+    if quantization != "none":
+        keep_4bit_layers_trainable(model)
     return model
+
+
+def keep_4bit_layers_trainable(model: PreTrainedModel) -> None:
+    """Turn off bitsandbytes' AVX512-BF16 inference path for the model's 4-bit layers.
+
+    On such CPUs a 4-bit layer repacks its weights for a fused inference kernel at its first forward in
+    eval mode and keeps them packed: every later forward, training ones included, then takes that
+    kernel, which passes no gradient to its input, so LoRA tensors below it silently stop learning once
+    a run has evaluated (row 0 comes before any training). The standard path computes the same product.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
@@ -28,3 +30,16 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def accelerator_for(precision: str) -> Accelerator:
+    """An Accelerator that autocasts in ``precision`` (``fp32`` or ``bf16``).
+
+    Accelerate keeps the mixed precision in a process-wide singleton and refuses to change it, so a run
+    in a process that already trained in the other precision (a notebook, a test session, several runs
+    of ``lcia compare``) resets that state first. The process group (``PartialState``) is kept.
+    """
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
