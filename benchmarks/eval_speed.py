@@ -1,13 +1,17 @@
 """Evaluation speed: lcia's batched greedy generation against one example at a time, in one run.
 
-Three contenders answer the same test examples of ``--tasks`` with the same model (SmolLM2-135M-Instruct, with the
+The contenders answer the same test examples of ``--tasks`` with the same model (SmolLM2-135M-Instruct, with the
 adapter of ``--adapter`` when given, else a fresh LoRA, i.e. the base model as in row 0 of a run) and
 each task's own ``max_new_tokens``; blocks alternate over ``--rounds``:
-* ``batched``: ``lcia.evaluation.generate.generate_answers`` at ``--batch-size``;
-* ``one_at_a_time``: the loop peers write, ``model.generate(do_sample=False)`` on one prompt at a time;
-* ``lcia_batch_1``: lcia's decoder at batch size 1 (what the decoder alone gains).
-Reports examples per second, the ratios, and how many answers agree with the one-at-a-time loop (a
-padded batch can differ from an unpadded prompt in the last bits of the logits).
+* ``batched``: ``lcia.evaluation.generate.generate_answers`` at ``--batch-size``, in ``--precision``
+  (``auto``: what ``lcia run`` picks here; bf16 autocast with the eager attention on a CPU);
+* ``batched_fp32``: the same in fp32, when ``--precision`` is bf16 (what batching alone gains);
+* ``one_at_a_time``: the loop peers write, ``model.generate(do_sample=False)`` on one prompt at a time,
+  in fp32 (the model as loaded);
+* ``lcia_batch_1``: lcia's decoder at batch size 1, in fp32 (what the decoder alone gains).
+Reports examples per second, the ratios, each contender's score per task, and how many answers agree
+with the one-at-a-time loop (a padded batch can differ from an unpadded prompt in the last bits of the
+logits; bf16 differs more).
 
     python benchmarks/eval_speed.py --tasks add2,plural,intent,qasc-answer --test-size 64 --rounds 2
 """
@@ -24,8 +28,10 @@ from harness import lora_model, peak_rss_mb, task_of, write_results
 
 from lcia.data.prompts import encode_prompt, fit
 from lcia.evaluation.generate import generate_answers
+from lcia.evaluation.scorers import get_scorer
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters
+from lcia.training.precision import resolve_precision, set_attention
 
 
 @torch.inference_mode()
@@ -45,8 +51,10 @@ def generate_one_at_a_time(model, tokenizer, examples, max_new_tokens: int) -> l
     return answers
 
 
-def answer_all(model, tokenizer, tasks, batch_size: int | None) -> tuple[float, list[str]]:
+def answer_all(model, tokenizer, tasks, batch_size: int | None, precision: str = "fp32") -> tuple[float, list[str]]:
     """Seconds to answer every task's test set, and the answers (batch_size None: model.generate per example)."""
+    model.set_attn_implementation("sdpa")
+    set_attention(model, precision, torch.device("cpu"))
     start, answers = time.perf_counter(), []
     for task in tasks:
         if batch_size is None:
@@ -60,8 +68,19 @@ def answer_all(model, tokenizer, tasks, batch_size: int | None) -> tuple[float, 
             batch_size=batch_size,
             max_length=512,
             progress=False,
+            precision=precision,
         )
     return time.perf_counter() - start, answers
+
+
+def scores(tasks, answers: list[str]) -> dict[str, float]:
+    out, at = {}, 0
+    for task in tasks:
+        scorer = get_scorer(task.scorer)
+        got = answers[at : at + len(task.test)]
+        out[task.name] = round(sum(scorer(a, ex.references) for a, ex in zip(got, task.test)) / len(got), 4)
+        at += len(task.test)
+    return out
 
 
 def main() -> None:
@@ -71,6 +90,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="add2,plural,intent,qasc-answer")
     parser.add_argument("--test-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="auto", help="of the batched contender: auto, fp32 or bf16")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/eval_speed.json")
     args = parser.parse_args()
@@ -80,25 +100,39 @@ def main() -> None:
     model.eval()
     tasks = [task_of(name, test_size=args.test_size) for name in args.tasks.split(",")]
     n = sum(len(t.test) for t in tasks)
-    contenders = {"batched": args.batch_size, "one_at_a_time": None, "lcia_batch_1": 1}
+    precision = resolve_precision(args.precision)
+    contenders = {"batched": (args.batch_size, precision), "one_at_a_time": (None, "fp32"), "lcia_batch_1": (1, "fp32")}
+    if precision != "fp32":
+        contenders["batched_fp32"] = (args.batch_size, "fp32")
     seconds = {name: [] for name in contenders}
     answers = {}
     for round_ in range(args.rounds):
-        for name, batch_size in contenders.items():
-            took, answers[name] = answer_all(model, tokenizer, tasks, batch_size)
+        for name, (batch_size, precision_of) in contenders.items():
+            took, answers[name] = answer_all(model, tokenizer, tasks, batch_size, precision_of)
             seconds[name].append(took)
             print(f"round {round_}: {name} {n / took:.2f} examples/s")
     rate = {k: n / statistics.median(v) for k, v in seconds.items()}
-    agree = sum(a == b for a, b in zip(answers["batched"], answers["one_at_a_time"]))
+    agree = {
+        name: f"{sum(a == b for a, b in zip(answers[name], answers['one_at_a_time']))}/{n}"
+        for name in contenders
+        if name != "one_at_a_time"
+    }
     write_results(
         args.out,
         {
             "args": vars(args),
+            "precision": precision,
             "examples": n,
             "examples_per_second": {k: round(v, 2) for k, v in rate.items()},
             "ratio_batched_to_one_at_a_time": round(rate["batched"] / rate["one_at_a_time"], 2),
             "ratio_lcia_batch_1_to_one_at_a_time": round(rate["lcia_batch_1"] / rate["one_at_a_time"], 2),
-            "batched_answers_equal_to_one_at_a_time": f"{agree}/{n}",
+            **(
+                {"ratio_batched_fp32_to_one_at_a_time": round(rate["batched_fp32"] / rate["one_at_a_time"], 2)}
+                if "batched_fp32" in rate
+                else {}
+            ),
+            "answers_equal_to_one_at_a_time": agree,
+            "scores": {name: scores(tasks, answers[name]) for name in contenders},
             "peak_rss_mb": peak_rss_mb(),
         },
     )

@@ -34,7 +34,8 @@ from lcia.methods import build_method
 from lcia.methods.spec import parse_method, split_methods
 from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
-from lcia.training.loop import answer_forward, collate, train_stage
+from lcia.training.forward import answer_forward, collate
+from lcia.training.loop import train_stage
 
 
 class Pad:

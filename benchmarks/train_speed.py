@@ -4,17 +4,19 @@ Every contender trains a fresh LoRA (same seed, rank, targets) on SmolLM2-135M-I
 encoded examples of one task, batch size, learning rate, clipping and sequence lengths, for the same
 number of optimizer steps; blocks alternate over ``--rounds`` so drifts of the machine hit all alike:
 
-* ``lcia``: ``lcia.training.loop.train_stage`` (length-grouped, left-padded, answer-only logits);
+* ``lcia``: ``lcia.training.loop.train_stage`` (length-grouped, left-padded, answer-only logits, and
+  under bf16 on a CPU the eager attention, as ``lcia run`` sets it);
 * ``trainer``: ``transformers.Trainer`` on the PEFT model as its documentation sets it up (random
-  batches padded by ``DataCollatorForSeq2Seq``, the model's own loss over full logits);
+  batches padded by ``DataCollatorForSeq2Seq``, the model's own loss over full logits), in the
+  precision of the first of ``--precisions`` (``bf16=True`` for bf16);
 * ``trainer-grouped``: the same with ``train_sampling_strategy="group_by_length"``.
 
 Tokens per second count non-padding tokens of the timed steps (the first ``--warmup`` steps of each
 block are not timed). The script also measures the machine's matrix-multiply peak (fp32 and bf16) and
 the fraction of it that lcia's training reaches (FLOPs counted by ``harness.training_flops``), and
-times lcia in each of ``--precisions``.
+times lcia in each of ``--precisions`` (``auto``: what ``lcia run`` picks on this machine).
 
-    python benchmarks/train_speed.py --task qasc-overlap --steps 12 --rounds 3
+    python benchmarks/train_speed.py --task qasc-overlap --steps 12 --rounds 3 --precisions auto,fp32
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import statistics
 import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from harness import encoded, lora_model, machine_peaks, peak_rss_mb, task_of, training_flops, write_results
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -33,15 +34,14 @@ from lcia.config import TrainingConfig
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_tokenizer
 from lcia.training.loop import batch_indices, train_stage
+from lcia.training.precision import accelerator_for, resolve_precision, set_attention
 
 
 def time_lcia(args, tokenizer, task, features, precision: str) -> dict:
     model = lora_model(args.model, args.rank)
+    set_attention(model, precision, torch.device("cpu"))
     ticks = []
-    AcceleratorState._reset_state(reset_partial_state=True)  # the mixed precision is a process-wide state
-    cfg = TrainingConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=1e-3, checkpoint_every=0, precision=precision
-    )
+    cfg = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, checkpoint_every=0, precision=precision)
     ticks.append(time.perf_counter())
     train_stage(
         model,
@@ -53,7 +53,7 @@ def time_lcia(args, tokenizer, task, features, precision: str) -> dict:
         steps=args.steps,
         cfg=cfg,
         seed=0,
-        accelerator=Accelerator(mixed_precision="bf16" if precision == "bf16" else "no"),
+        accelerator=accelerator_for(precision),
         on_step=lambda record: ticks.append(time.perf_counter()),
         progress=False,
     )
@@ -76,7 +76,7 @@ class StepClock(TrainerCallback):
         self.ticks.append(time.perf_counter())
 
 
-def time_trainer(args, tokenizer, features, strategy: str, out_dir: str) -> dict:
+def time_trainer(args, tokenizer, features, strategy: str, out_dir: str, precision: str) -> dict:
     model = lora_model(args.model, args.rank)
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     tokens = []
@@ -87,7 +87,7 @@ def time_trainer(args, tokenizer, features, strategy: str, out_dir: str) -> dict
         return batch
 
     clock = StepClock()
-    AcceleratorState._reset_state(reset_partial_state=True)
+    AcceleratorState._reset_state(reset_partial_state=True)  # the Trainer builds its own Accelerator
     training_args = TrainingArguments(
         output_dir=out_dir,
         max_steps=args.steps,
@@ -102,6 +102,7 @@ def time_trainer(args, tokenizer, features, strategy: str, out_dir: str) -> dict
         use_cpu=True,
         disable_tqdm=True,
         seed=0,
+        bf16=precision == "bf16",
     )
     data = [{"input_ids": f.input_ids, "labels": f.labels} for f in features]
     Trainer(model=model, args=training_args, train_dataset=data, data_collator=collate, callbacks=[clock]).train()
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--precisions", default="fp32", help="lcia's precisions to time, e.g. fp32,bf16")
+    parser.add_argument("--precisions", default="auto,fp32", help="lcia's precisions (the first also the Trainer's)")
     parser.add_argument("--out", default="benchmarks/results/train_speed.json")
     args = parser.parse_args()
 
@@ -127,7 +128,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     task = task_of(args.task)
     features = encoded(tokenizer, task)
-    contenders = [f"lcia-{p}" for p in args.precisions.split(",")] + ["trainer", "trainer-grouped"]
+    precisions = list(dict.fromkeys(resolve_precision(p) for p in args.precisions.split(",")))
+    contenders = [f"lcia-{p}" for p in precisions] + ["trainer", "trainer-grouped"]
     blocks = {name: [] for name in contenders}
     for round_ in range(args.rounds):
         for name in contenders:
@@ -135,16 +137,18 @@ def main() -> None:
                 blocks[name].append(time_lcia(args, tokenizer, task, features, name.removeprefix("lcia-")))
             else:
                 strategy = "group_by_length" if name == "trainer-grouped" else "random"
-                blocks[name].append(time_trainer(args, tokenizer, features, strategy, f"/tmp/lcia-bench-{name}"))
+                out_dir = f"/tmp/lcia-bench-{name}"
+                blocks[name].append(time_trainer(args, tokenizer, features, strategy, out_dir, precisions[0]))
             print(f"round {round_}: {name} {blocks[name][-1]['tokens'] / blocks[name][-1]['seconds']:.1f} tokens/s")
 
     rate = {name: statistics.median(b["tokens"] / b["seconds"] for b in runs) for name, runs in blocks.items()}
-    lcia = f"lcia-{args.precisions.split(',')[0]}"
+    lcia = f"lcia-{precisions[0]}"
     achieved = statistics.median(b["flops"] / b["seconds"] / 1e9 for b in blocks[lcia])
     write_results(
         args.out,
         {
             "args": vars(args),
+            "trainer_precision": precisions[0],
             "matmul_peak_gflops": peaks,
             "tokens_per_second": {k: round(v, 1) for k, v in rate.items()},
             "ratio_lcia_to_trainer": round(rate[lcia] / rate["trainer"], 3),

@@ -15,7 +15,8 @@ from lcia.data.tasks import Task
 from lcia.methods import TrainContext, build_method
 from lcia.methods.lwf import distillation_loss
 from lcia.run_dir import RunDir
-from lcia.training.loop import answer_forward, collate, train_stage
+from lcia.training.forward import answer_forward, collate
+from lcia.training.loop import train_stage
 from lcia.training.precision import accelerator_for
 
 

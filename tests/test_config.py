@@ -75,3 +75,37 @@ def test_a_run_records_the_precision_it_resolved(tiny_config):
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert tiny_config.training.precision == "auto"
     assert manifest["precision"] == resolve_precision("auto")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_answers_in_its_precision_and_lcia_eval_repeats_its_answers(tiny_config, monkeypatch, precision):
+    import json
+
+    import torch
+
+    from lcia.evaluate import evaluate_run
+    from lcia.evaluation import generate
+    from lcia.runner import run
+    from lcia.training.precision import cpu_has_native_bf16
+
+    seen = set()  # (autocast on, attention) of every generation batch
+    real = generate._generate_batch
+
+    def spy(model, *args, **kwargs):
+        seen.add((torch.is_autocast_enabled("cpu"), model.config._attn_implementation))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(generate, "_generate_batch", spy)
+    tiny_config.training.precision = precision
+    result = run(tiny_config, progress=False, log=lambda *a: None)
+    bf16 = precision == "bf16"
+    assert seen == {(bf16, "eager" if bf16 else "sdpa")}  # eager attention is the faster in bf16 on a CPU
+    seen.clear()
+    evaluate_run(str(result.run_dir), progress=False)
+    if bf16 and not cpu_has_native_bf16():  # `lcia eval` answers in fp32 where bf16 would be emulated
+        assert seen == {(False, "sdpa")}
+        return
+    assert seen == {(bf16, "eager" if bf16 else "sdpa")}
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
+    last_row = [r["prediction"] for r in read(result.run_dir / "predictions.jsonl") if r["row"] == 2]
+    assert [r["prediction"] for r in read(result.run_dir / "eval/stage-2.predictions.jsonl")] == last_row

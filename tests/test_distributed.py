@@ -197,7 +197,9 @@ def test_two_processes_give_the_one_process_run_on_images(tiny_model_dir, tmp_pa
         color = list(colors)[i % 2]
         Image.new("RGB", (16, 16), colors[color]).save(tmp_path / f"{i}.png")
         question = {"from": "human", "value": "<image>\nWhat color is it?"}
-        records.append({"id": str(i), "image": f"{i}.png", "conversations": [question, {"from": "gpt", "value": color}]})
+        records.append(
+            {"id": str(i), "image": f"{i}.png", "conversations": [question, {"from": "gpt", "value": color}]}
+        )
     (tmp_path / "colors.json").write_text(json.dumps(records))
     (tmp_path / "stream.yaml").write_text(
         "tasks:\n  - {name: colors, train: colors.json, scorer: vqa, max_new_tokens: 2}\n"

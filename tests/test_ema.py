@@ -235,7 +235,7 @@ def test_the_callback_brings_the_dynamic_ema_to_a_stock_trainer(tiny_lora, tmp_p
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from lcia.integrations import DynamicEmaCallback
-    from lcia.training.loop import collate
+    from lcia.training.forward import collate
 
     tok, model, _, features = tiny_lora()
     seen = {}

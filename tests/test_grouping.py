@@ -26,7 +26,7 @@ from lcia.models.lora import lora_config
 from lcia.run_dir import RunDir
 from lcia.runner import run
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import accelerator_for
+from lcia.training.precision import accelerator_for, inference_autocast, set_attention
 
 
 def test_tfidf_is_the_per_pair_vectorizer_with_english_stop_words():
@@ -209,12 +209,16 @@ def test_saved_adapters_load_in_plain_peft_and_answer_as_in_the_run(grouping_run
         plain = PeftModel.from_pretrained(
             load_base_model(tiny_model_dir), str(trained.out.adapter_dir(3) / adapter)
         ).eval()
+        set_attention(plain, trained.precision, torch.device("cpu"))  # as the run answered (eager in bf16)
         trained.model.set_adapter(adapter)
-        with torch.no_grad():
-            assert torch.equal(plain(ids).logits, trained.model(ids).logits)
+        logits = []
+        for model in (plain, trained.model):
+            with torch.no_grad(), inference_autocast(model, trained.precision, torch.device("cpu")):
+                logits.append(model(ids).logits)
+        assert torch.equal(*logits)
         answers = generate_answers(
             plain, tokenizer, tasks[task].test, max_new_tokens=3, batch_size=trained.cfg.evaluation.batch_size,
-            max_length=trained.cfg.evaluation.max_length, progress=False,
+            max_length=trained.cfg.evaluation.max_length, progress=False, precision=trained.precision,
         )  # fmt: skip
         assert answers == [p["prediction"] for p in predictions if p["row"] == 3 and p["task"] == task]
 

@@ -24,7 +24,7 @@ from lcia.models.lora import load_adapters, lora_config
 from lcia.run_dir import RunDir
 from lcia.runner import run
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import accelerator_for
+from lcia.training.precision import accelerator_for, set_attention
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
@@ -190,9 +190,11 @@ def test_a_run_keeps_experts_and_routers_and_its_trained_run_answers_as_the_run_
     assert set(routers[1]) == set(method.routers) and all(torch.equal(routers[1][k], weights[k]) for k in routers[1])
     model.load_state_dict(weights, strict=False)
     ids = torch.tensor([load_tokenizer(tiny_model_dir)("Name the color. item 3")["input_ids"]])
+    trained = TrainedRun(str(out.path))
+    set_attention(model, trained.precision, torch.device("cpu"))  # the attention the run answers with
     with torch.no_grad():
         expected = model.eval()(input_ids=ids).logits
-        assert torch.allclose(TrainedRun(str(out.path)).model(input_ids=ids).logits, expected, atol=1e-6)
+        assert torch.allclose(trained.model(input_ids=ids).logits, expected, atol=1e-6)
         plain = load_adapters(load_base_model(tiny_model_dir), folder).eval()  # expert-0 alone, no routers
         assert not torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-3)
     assert list(evaluate_run(str(out.path), progress=False).values()) == moelora_run.matrix[-1]

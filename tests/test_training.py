@@ -86,7 +86,7 @@ def test_length_grouped_batches_cover_every_example_once():
 def test_answer_only_logits_give_the_loss_and_gradients_of_the_full_forward(tiny_lora):
     """Logits at the answer positions only = Hugging Face's own loss and gradients over full logits."""
     from lcia.data.prompts import Encoded
-    from lcia.training.loop import answer_forward, collate
+    from lcia.training.forward import answer_forward, collate
 
     tok, model, _, _ = tiny_lora()
     rows = [

@@ -9,14 +9,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-import lcia.methods  # noqa: F401  (registers the methods before the training loop is imported)
 from lcia.data.prompts import encode_for_training, encode_prompt
 from lcia.data.schema import Example
 from lcia.errors import LciaError
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import add_lora, load_adapters, lora_config
 from lcia.models.vision import PROJECTOR, EncoderFeatures, add_image_token, attach_projector, lora_targets
-from lcia.training.loop import answer_forward, collate
+from lcia.training.forward import answer_forward, collate
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 
@@ -192,7 +191,19 @@ def test_a_run_on_images_writes_the_grid_and_lcia_eval_and_ask_reuse_it(vision_c
         assert answer == last[0]["prediction"]
 
 
-TRAINING_METHODS = ["seq-lora", "multitask", "ema", "dema", "grouping", "lcia", "ewc", "lwf", "replay", "olora", "moelora"]
+TRAINING_METHODS = [
+    "seq-lora",
+    "multitask",
+    "ema",
+    "dema",
+    "grouping",
+    "lcia",
+    "ewc",
+    "lwf",
+    "replay",
+    "olora",
+    "moelora",
+]
 
 
 @pytest.mark.parametrize("method", TRAINING_METHODS)
@@ -206,7 +217,9 @@ def test_every_training_method_runs_on_images(vision_config, method):
 def test_a_stopped_image_run_resumes_to_the_same_grid(vision_config, stop_and_resume, tmp_path):
     from lcia.runner import run
 
-    whole = run(vision_config("method.name=dema", f"output_dir={tmp_path / 'whole'}"), progress=False, log=lambda *_: None)
+    whole = run(
+        vision_config("method.name=dema", f"output_dir={tmp_path / 'whole'}"), progress=False, log=lambda *_: None
+    )
     resumed = stop_and_resume(vision_config("method.name=dema", "training.checkpoint_every=1"), 4, "stage 2")
     assert resumed.matrix == whole.matrix
 

@@ -35,6 +35,7 @@ def evaluate_run(
             max_length=cfg.evaluation.max_length,
             progress=progress,
             images=trained.images,
+            precision=trained.precision,
         )
         eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
         scores[task.name] = round(cell.score, 4)

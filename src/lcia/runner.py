@@ -41,7 +41,7 @@ from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for, resolve_precision
+from lcia.training.precision import accelerator_for, resolve_precision, set_attention
 
 
 @dataclass
@@ -198,6 +198,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
             targets, whole = lora_targets(model, cfg.lora.target_modules)
         lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, targets, whole)
         model = method.setup(model, lora).to(accelerator.device)
+        set_attention(model, precision, accelerator.device)  # after the pre-alignment, which is fp32 and cached
         model.eval()
         stages = method.stages(tasks)
 
@@ -221,6 +222,7 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
                             max_length=cfg.evaluation.max_length,
                             progress=progress,
                             images=images,
+                            precision=precision,
                         )
                         if main:
                             out.append_cell(cell, task)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import torch
+
 from lcia.config import RunConfig, load_config
 from lcia.data.schema import Example
 from lcia.errors import input_error
@@ -22,6 +24,7 @@ from lcia.models.lora import load_adapters
 from lcia.models.prealign import load_prealigned
 from lcia.models.vision import image_slots, load_vision_language_model
 from lcia.run_dir import RunDir
+from lcia.training.precision import cpu_has_native_bf16, set_attention
 
 
 class TrainedRun:
@@ -35,7 +38,10 @@ class TrainedRun:
         if stage is not None and stage not in stages:
             raise input_error(f"no adapter for stage {stage} (saved: {stages or 'none'})", file=folder)
         self.stage = stage  # None: the base model (a run that never trained)
-        self.vision = self.out.read_json("manifest.json").get("vision")  # None: a text model
+        manifest = self.out.read_json("manifest.json")
+        self.vision = manifest.get("vision")  # None: a text model
+        # Answers in the run's precision, as the run did; fp32 on a CPU without native bf16 (30x slower there).
+        self.precision = "bf16" if manifest.get("precision") == "bf16" and cpu_has_native_bf16() else "fp32"
         self.codebook = None
         if stage is not None and (self.out.adapter_dir(stage) / "codebook.json").exists():
             data = RunDir(self.out.adapter_dir(stage)).read_json("codebook.json")
@@ -82,6 +88,7 @@ class TrainedRun:
             model = build_method(self.cfg.method.name, self.cfg.method.params).load_stage(
                 load_adapters(model, folder), folder
             )
+        set_attention(model, self.precision, torch.device("cpu"))
         return model.eval(), images
 
     def ask(
@@ -102,5 +109,6 @@ class TrainedRun:
             adapters=[adapter],
             progress=False,
             images=self.images,
+            precision=self.precision,
         )
         return adapter, answer

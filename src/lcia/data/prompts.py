@@ -53,7 +53,9 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, example: Example, image: I
     if image is None:
         raise LciaError(f"example {example.id!r} has an image, but the model takes no images")
     if ids.count(image.token_id) != 1:
-        raise LciaError(f"example {example.id!r}: its prompt holds {ids.count(image.token_id)} image placeholders, not 1")
+        raise LciaError(
+            f"example {example.id!r}: its prompt holds {ids.count(image.token_id)} image placeholders, not 1"
+        )
     at = ids.index(image.token_id)
     return ids[:at] + [image.token_id] * image.count + ids[at + 1 :]
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lcia.data.prompts import check_image_kept, encode_prompt, fit
 from lcia.data.schema import Example
+from lcia.training.precision import inference_autocast
 
 MIN_SHARED_PREFIX = 8  # tokens: below this, encoding a shared prefix once saves less than it costs
 
@@ -103,9 +104,11 @@ def generate_answers(
     desc: str = "eval",
     progress: bool = True,
     images=None,
+    precision: str = "fp32",
 ) -> list[str]:
     """Greedy answers for ``examples``, in their order; ``adapters[i]`` answers example i (None: the active one).
-    ``images`` (``lcia.models.vision.VisionInputs``) gives a vision-language model the examples' images."""
+    ``images`` (``lcia.models.vision.VisionInputs``) gives a vision-language model the examples' images;
+    ``precision`` ``bf16`` answers under bf16 autocast (the run's training precision)."""
     slots = images.slots if images is not None else None
     prompts = [fit(encode_prompt(tokenizer, ex, slots), max_length - max_new_tokens) for ex in examples]
     for ex, prompt in zip(examples, prompts):
@@ -114,26 +117,28 @@ def generate_answers(
     for i, adapter in enumerate(adapters or [None] * len(examples)):
         by_adapter[adapter].append(i)
     answers: list[str] = [""] * len(examples)
+    device = next(model.parameters()).device
     bar = tqdm(total=len(examples), desc=desc, disable=not progress, leave=False)
-    for adapter, indices in by_adapter.items():
-        if adapter is not None:
-            model.set_adapter(adapter, inference_mode=True)
-        # One instruction per batch where possible, so that the batch shares a long prefix.
-        indices = sorted(indices, key=lambda i: (examples[i].instruction, len(prompts[i])))
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            refs = [examples[i].image for i in chunk if examples[i].image]
-            outs = _generate_batch(
-                model,
-                [prompts[i] for i in chunk],
-                tokenizer.pad_token_id,
-                tokenizer.eos_token_id,
-                max_new_tokens,
-                images.forward_inputs(refs, next(model.parameters()).device) if refs else None,
-                slots.token_id if slots else None,
-            )
-            for i, out in zip(chunk, outs):
-                answers[i] = tokenizer.decode(out, skip_special_tokens=True).strip()
-            bar.update(len(chunk))
+    with inference_autocast(model, precision, device):
+        for adapter, indices in by_adapter.items():
+            if adapter is not None:
+                model.set_adapter(adapter, inference_mode=True)
+            # One instruction per batch where possible, so that the batch shares a long prefix.
+            indices = sorted(indices, key=lambda i: (examples[i].instruction, len(prompts[i])))
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                refs = [examples[i].image for i in chunk if examples[i].image]
+                outs = _generate_batch(
+                    model,
+                    [prompts[i] for i in chunk],
+                    tokenizer.pad_token_id,
+                    tokenizer.eos_token_id,
+                    max_new_tokens,
+                    images.forward_inputs(refs, device) if refs else None,
+                    slots.token_id if slots else None,
+                )
+                for i, out in zip(chunk, outs):
+                    answers[i] = tokenizer.decode(out, skip_special_tokens=True).strip()
+                bar.update(len(chunk))
     bar.close()
     return answers

@@ -36,9 +36,10 @@ def evaluate_task(
     max_length: int,
     progress: bool = True,
     images=None,
+    precision: str = "fp32",
 ) -> Cell:
-    """Answer and score ``task``'s test set. With several processes each rank answers its share of
-    the examples (every world-size-th) and every rank returns the whole cell, in the test set's order."""
+    """Answer and score ``task``'s test set in ``precision``. With several processes each rank answers its
+    share of the examples (every world-size-th) and every rank returns the whole cell, in the test set's order."""
     test = distributed.my_share(task.test)
     adapters = [route(ex) if route else None for ex in test]  # routed once, recorded and used
     predictions = generate_answers(
@@ -52,6 +53,7 @@ def evaluate_task(
         desc=f"eval row {row} {task.name}",
         progress=progress,
         images=images,
+        precision=precision,
     )
     scorer = get_scorer(task.scorer)
     scores = [scorer(p, ex.references) for p, ex in zip(predictions, test)]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from lcia.ema import trainable
 from lcia.methods.base import Capabilities, Method, TrainContext, register
-from lcia.training.loop import answer_forward
+from lcia.training.forward import answer_forward
 
 
 def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

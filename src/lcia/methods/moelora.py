@@ -73,7 +73,9 @@ class MoELoRA(Method):
         config = dataclasses.replace(lora, r=self.expert_r, lora_alpha=lora.lora_alpha / len(self.experts))
         model = add_lora(model, config, adapter_name=self.experts[0])
         for name in self.experts[1:]:
-            model.add_adapter(name, shared_whole_modules(config))  # adapters added later would freeze the routers: they come last
+            model.add_adapter(
+                name, shared_whole_modules(config)
+            )  # adapters added later would freeze the routers: they come last
         self._mix(model)
         return model
 

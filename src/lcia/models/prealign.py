@@ -25,17 +25,28 @@ from lcia.data.prompts import encode_for_training
 from lcia.errors import LciaError
 from lcia.models.loading import lcia_home
 from lcia.models.vision import ENCODER, PROJECTOR, EncoderFeatures
-from lcia.training.loop import answer_forward, collate
+from lcia.training.forward import answer_forward, collate
 
 
 def cache_file(name_or_path: str, steps: int, batch_size: int, lr: float, seed: int) -> Path:
     model = hashlib.sha256(name_or_path.encode()).hexdigest()[:12]
-    return lcia_home() / "projectors" / f"{ENCODER}-{model}-steps{steps}-batch{batch_size}-lr{lr:g}-seed{seed}.safetensors"
+    return (
+        lcia_home() / "projectors" / f"{ENCODER}-{model}-steps{steps}-batch{batch_size}-lr{lr:g}-seed{seed}.safetensors"
+    )
 
 
 def prealign(
-    model, tokenizer, images: EncoderFeatures, *, name_or_path: str, steps: int, batch_size: int, lr: float,
-    seed: int, max_length: int, progress: bool = True,
+    model,
+    tokenizer,
+    images: EncoderFeatures,
+    *,
+    name_or_path: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_length: int,
+    progress: bool = True,
 ) -> dict:
     """Load the cached pre-aligned projector into ``model``, training it first if there is none.
 

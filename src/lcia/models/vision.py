@@ -90,7 +90,9 @@ def efficientnet_lite0() -> nn.Module:
 
 def pixels(images: list[Image.Image]) -> torch.Tensor:
     """``[B, 3, 128, 128]`` in EfficientNet-Lite's normalisation, (x - 127) / 128."""
-    arrays = [np.asarray(im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), np.float32) for im in images]
+    arrays = [
+        np.asarray(im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), np.float32) for im in images
+    ]
     return torch.from_numpy((np.stack(arrays) - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()
 
 

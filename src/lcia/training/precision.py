@@ -1,10 +1,16 @@
-"""The precision a run trains in. ``auto`` takes bf16 autocast only where the hardware multiplies bf16
-natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX): on other CPUs bf16 matrix
-multiplies are emulated and slower than fp32 (on an AVX2 EPYC: 1-19 GFLOP/s against 170, measured by
-``benchmarks/train_speed.py``). Master weights, optimizer and EMA state stay fp32 either way."""
+"""The precision a run trains and evaluates in. ``auto`` takes bf16 autocast only where the hardware
+multiplies bf16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX): on other CPUs bf16
+matrix multiplies are emulated and slower than fp32 (on an AVX2 EPYC: 1-19 GFLOP/s against 170, measured
+by ``benchmarks/train_speed.py``). Master weights, optimizer and EMA state stay fp32 either way.
+
+Evaluation runs in the run's precision too (``inference_autocast``), so ``lcia eval`` reproduces a run's
+answers, and under bf16 on a CPU the model uses the eager attention (``set_attention``): SDPA's CPU
+kernel is slower in bf16 for these short sequences (a SmolLM2 LoRA step 1.23 s against 0.97-1.04 s on
+a Zen 4 EPYC; in fp32 SDPA is the faster, docs/performance.md)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -43,3 +49,36 @@ def accelerator_for(precision: str) -> Accelerator:
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+@contextmanager
+def inference_autocast(model, precision: str, device: torch.device):
+    """The context a model answers in: nothing for an fp32 run; for a bf16 run, bf16 autocast with the
+    frozen fp32 linear weights (the base model's and the output head's) swapped for bf16 copies.
+
+    Autocast would cast each of them again at every forward pass, the largest copy of a decoding step;
+    the products are the same, since autocast rounds them to bf16 anyway. The fp32 weights come back
+    afterwards (a tied head is tied again); the copies take half the weights' memory meanwhile. Frozen
+    adapter tensors (an adapter not being trained) are swapped too, which changes nothing either.
+    """
+    if precision != "bf16":
+        yield
+        return
+    swapped = []
+    for module in model.modules():  # exactly nn.Linear: bitsandbytes' 4-bit layers subclass it
+        if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32 and not module.weight.requires_grad:
+            swapped.append((module, module.weight))
+            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        for module, weight in swapped:
+            weight.requires_grad_(module.weight.requires_grad)  # as set meanwhile (PEFT's set_adapter)
+            module.weight = weight
+
+
+def set_attention(model, precision: str, device: torch.device) -> None:
+    """Eager attention for a bf16 run on a CPU (faster there), the model's own choice elsewhere."""
+    if precision == "bf16" and device.type == "cpu":
+        model.set_attn_implementation("eager")
