@@ -10,7 +10,8 @@ task), then the timed task, in alternating blocks over ``--rounds`` (one process
 * the memory the method keeps: the tensors of its state_dict and the model's trainable-or-adapter
   parameters, in MB (fp32), after the second task.
 
-A method is ``name`` or ``name:key=value,...`` with its parameters, e.g. ``dema:preset=scaled``.
+A method is ``name`` or ``name:key=value,...`` with its parameters, e.g. ``dema:preset=scaled``. Training
+runs in ``--precision`` (``auto``: what ``lcia run`` picks here, with its attention).
 
     python benchmarks/method_overhead.py --methods seq-lora,ewc,lwf,replay,olora,moelora,dema,lcia
 """
@@ -22,7 +23,6 @@ import statistics
 import time
 
 import torch
-from accelerate import Accelerator
 from harness import encoded, peak_rss_mb, task_of, write_results
 
 from lcia.checkpoint import adapter_weights
@@ -33,6 +33,7 @@ from lcia.methods.spec import parse_method, split_methods
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.training.loop import train_stage
+from lcia.training.precision import accelerator_for, resolve_precision, set_attention
 
 HOOKS = ("loss", "after_backward", "after_optimizer_step")
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="steps per block (the first is not timed)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--out", default="benchmarks/results/method_overhead.json")
     args = parser.parse_args()
 
@@ -90,10 +92,12 @@ def main() -> None:
     step_times = {spec: [] for spec in specs}
     hook_times = {spec: [] for spec in specs}
     memory = {}
+    precision = resolve_precision(args.precision)
     for round_ in range(args.rounds):
         for spec in specs:
             method = build_method(*parse_method(spec))
             model = method.setup(load_base_model(args.model), lora)
+            set_attention(model, precision, torch.device("cpu"))
             for stage, (stage_task, stage_features, steps) in enumerate(
                 [(first, first_features, args.first_steps), (task, features, args.steps)], start=1
             ):
@@ -109,9 +113,9 @@ def main() -> None:
                     stage_features,
                     stage=stage,
                     steps=steps,
-                    cfg=TrainingConfig(steps=steps, checkpoint_every=0),
+                    cfg=TrainingConfig(steps=steps, checkpoint_every=0, precision=precision),
                     seed=0,
-                    accelerator=Accelerator(),
+                    accelerator=accelerator_for(precision),
                     on_step=(lambda record: ticks.append(time.perf_counter())) if stage == 2 else None,
                     progress=False,
                 )
@@ -127,6 +131,7 @@ def main() -> None:
         args.out,
         {
             "args": vars(args),
+            "precision": precision,
             "median_step_seconds": {k: round(statistics.median(v), 4) for k, v in step_times.items()},
             "step_time_ratio_to_seq_lora": {k: round(statistics.median(v) / base, 4) for k, v in step_times.items()},
             "hook_share_of_step": {

@@ -58,6 +58,7 @@ def main() -> None:
             runs[name] = {
                 "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
                 "seconds": seconds,
+                "precision": manifest["precision"],
                 "train_seconds": round(sum(s["seconds"] for s in manifest["timings"]["stages"]), 1),
                 "eval_seconds": round(sum(manifest["timings"]["rows"]), 1),
                 "matrix": json.loads(Path(f"{tmp}/{method}-{quantization}/results.json").read_text())["matrix"],
