@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from lcia.data.streams import load_stream
 from lcia.evaluation.grid import evaluate_task
 from lcia.run_dir import RunDir
 from lcia.trained_run import TrainedRun
+from lcia.training.precision import inference_autocast
 
 
 def evaluate_run(
@@ -24,20 +27,21 @@ def evaluate_run(
     eval_dir = RunDir(trained.out.path / "eval")
     (eval_dir.path / f"{name}.predictions.jsonl").unlink(missing_ok=True)
     scores = {}
-    for task in tasks:
-        cell = evaluate_task(
-            trained.model,
-            trained.tokenizer,
-            task,
-            trained.stage or 0,
-            route=trained.route_example,
-            batch_size=cfg.evaluation.batch_size,
-            max_length=cfg.evaluation.max_length,
-            progress=progress,
-            images=trained.images,
-            precision=trained.precision,
-        )
-        eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
-        scores[task.name] = round(cell.score, 4)
+    with inference_autocast(trained.model, trained.precision, torch.device("cpu")):  # once for every task
+        for task in tasks:
+            cell = evaluate_task(
+                trained.model,
+                trained.tokenizer,
+                task,
+                trained.stage or 0,
+                route=trained.route_example,
+                batch_size=cfg.evaluation.batch_size,
+                max_length=cfg.evaluation.max_length,
+                progress=progress,
+                images=trained.images,
+                precision=trained.precision,
+            )
+            eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
+            scores[task.name] = round(cell.score, 4)
     eval_dir.write_json(f"{name}.json", {"stage": trained.stage, "stream": stream or cfg.stream, "scores": scores})
     return scores

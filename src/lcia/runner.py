@@ -41,7 +41,7 @@ from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for, resolve_precision, set_attention
+from lcia.training.precision import accelerator_for, inference_autocast, resolve_precision, set_attention
 
 
 @dataclass
@@ -209,24 +209,26 @@ def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) 
 
                 def evaluate_row(row: int) -> None:
                     t0, scores = time.perf_counter(), []
-                    for task in tasks:
-                        if distributed.any_rank(should_stop()):
-                            raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
-                        cell = evaluate_task(
-                            model,
-                            tokenizer,
-                            task,
-                            row,
-                            route=method.route,
-                            batch_size=cfg.evaluation.batch_size,
-                            max_length=cfg.evaluation.max_length,
-                            progress=progress,
-                            images=images,
-                            precision=precision,
-                        )
-                        if main:
-                            out.append_cell(cell, task)
-                        scores.append(round(cell.score, 4))
+                    # bf16 weight copies made once for the row, not per task (generate_answers nests)
+                    with inference_autocast(model, precision, accelerator.device):
+                        for task in tasks:
+                            if distributed.any_rank(should_stop()):
+                                raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
+                            cell = evaluate_task(
+                                model,
+                                tokenizer,
+                                task,
+                                row,
+                                route=method.route,
+                                batch_size=cfg.evaluation.batch_size,
+                                max_length=cfg.evaluation.max_length,
+                                progress=progress,
+                                images=images,
+                                precision=precision,
+                            )
+                            if main:
+                                out.append_cell(cell, task)
+                            scores.append(round(cell.score, 4))
                     matrix.append(scores)
                     record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
                     if main:

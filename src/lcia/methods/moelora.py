@@ -72,10 +72,9 @@ class MoELoRA(Method):
         # PEFT scales by lora_alpha / r: alpha / E per expert makes it CoIN's alpha / (total rank)
         config = dataclasses.replace(lora, r=self.expert_r, lora_alpha=lora.lora_alpha / len(self.experts))
         model = add_lora(model, config, adapter_name=self.experts[0])
+        # Adapters added later would freeze the routers: they come last.
         for name in self.experts[1:]:
-            model.add_adapter(
-                name, shared_whole_modules(config)
-            )  # adapters added later would freeze the routers: they come last
+            model.add_adapter(name, shared_whole_modules(config))
         self._mix(model)
         return model
 

@@ -60,6 +60,8 @@ def inference_autocast(model, precision: str, device: torch.device):
     the products are the same, since autocast rounds them to bf16 anyway. The fp32 weights come back
     afterwards (a tied head is tied again); the copies take half the weights' memory meanwhile. Frozen
     adapter tensors (an adapter not being trained) are swapped too, which changes nothing either.
+    Nested in another, it finds nothing left to swap: a caller answering several tasks (a row of the
+    grid) wraps them once and pays for the copies (0.13 s for SmolLM2) once.
     """
     if precision != "bf16":
         yield
