@@ -28,22 +28,18 @@ line being the 1-based line where the offending record starts.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from lcia.data.images import IMAGE_PLACEHOLDER
+from lcia.data.json_records import Source, Where, json_type, load, record_id, string
 from lcia.data.schema import Example
-from lcia.errors import LciaError, input_error
+from lcia.errors import input_error
 
 FORMATS = ("auto", "alpaca", "prompt-completion", "messages", "llava", "bigbench")
-
-_DECODER = json.JSONDecoder()
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's insignificant whitespace
-_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 
 
 def read_examples(
@@ -67,7 +63,7 @@ def read_examples(
         raise input_error(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}", file, field="format")
     if instruction is not None and not instruction.strip():
         raise input_error("the instruction argument is empty", file, field="instruction")
-    source = _load(file)
+    source = load(file)
     if source.task is not None:
         if format not in ("auto", "bigbench"):
             message = f"this is a BIG-bench task file (an object with `examples`), not {format}"
@@ -89,10 +85,10 @@ def read_examples(
         stem = Path(file).resolve().parent.name
     examples, first_line_of_id = [], {}
     for index, (line, record) in enumerate(source.records):
-        where = _Where(file, line, f"{prefix}[{index}]." if prefix else "")
+        where = Where(file, line, f"{prefix}[{index}]." if prefix else "")
         if not isinstance(record, dict):
-            raise where.error(None, f"expected a JSON object, got {_json_type(record)}")
-        example_id = _record_id(record, where, f"{stem}-{index}")
+            raise where.error(None, f"expected a JSON object, got {json_type(record)}")
+        example_id = record_id(record, where, f"{stem}-{index}")
         if example_id in first_line_of_id:
             raise where.error("id", f"duplicate id {example_id!r} (first on line {first_line_of_id[example_id]})")
         first_line_of_id[example_id] = line
@@ -103,222 +99,6 @@ def read_examples(
     return examples
 
 
-# --- Loading raw records -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A file's raw records, each with the 1-based line where it starts.
-
-    For a BIG-bench task, ``records`` are its examples, ``task`` the whole top-level object and
-    ``task_lines`` the line of each of its keys.
-    """
-
-    file: str
-    records: list[tuple[int, Any]]
-    task: dict | None = None
-    task_lines: dict[str, int] | None = None
-
-
-def _load(file: str) -> _Source:
-    """Read a JSON Lines file, a JSON array of records, or one JSON object (a BIG-bench task or a record)."""
-    text = _read_text(file)
-    if Path(file).suffix.lower() in _JSONL_SUFFIXES:
-        return _Source(file, _jsonl_records(text, file))
-    start = _WHITESPACE.match(text).end()
-    try:
-        if text.startswith("[", start):
-            items, end = _array_items(text, start)
-            _expect_end(text, end)
-            lines = _lines_at(text, [offset for offset, _ in items])
-            return _Source(file, _non_empty([(line, value) for line, (_, value) in zip(lines, items)], file))
-        if text.startswith("{", start):
-            obj, key_starts, example_starts, end = _object_members(text, start)
-            if _WHITESPACE.match(text, end).end() < len(text):
-                # More values after the first object: JSON Lines under a .json name.
-                return _Source(file, _jsonl_records(text, file))
-            if "examples" not in obj:
-                return _Source(file, [(_line_at(text, start), obj)])
-            if not isinstance(obj["examples"], list):
-                line = _line_at(text, key_starts["examples"])
-                raise input_error(f"expected a list, got {_json_type(obj['examples'])}", file, line, "examples")
-            task_lines = {key: _line_at(text, offset) for key, offset in key_starts.items()}
-            records = list(zip(_lines_at(text, example_starts), obj["examples"]))
-            if not records:
-                raise input_error("the task has no examples", file, task_lines["examples"], "examples")
-            return _Source(file, records, obj, task_lines)
-    except json.JSONDecodeError as err:
-        raise input_error(f"malformed JSON: {err.msg} (column {err.colno})", file, err.lineno) from None
-    return _Source(file, _jsonl_records(text, file))
-
-
-def _read_text(file: str) -> str:
-    """The file's text; bad UTF-8 is reported at the line of its first bad byte."""
-    try:
-        data = Path(file).read_bytes()
-    except FileNotFoundError:
-        raise input_error("no such file", file) from None
-    except OSError as err:
-        raise input_error(f"cannot read the file: {err.strerror}", file) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise input_error(f"not valid UTF-8 (byte 0x{data[err.start]:02x})", file, line) from None
-    # A byte-order mark has no newline, so dropping it keeps every line number right.
-    return text.removeprefix("\ufeff")
-
-
-def _jsonl_records(text: str, file: str) -> list[tuple[int, Any]]:
-    """One JSON value per non-blank line."""
-    records = []
-    # Split on "\n" only: str.splitlines would also split inside strings at U+2028 and friends.
-    for line, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            records.append((line, json.loads(raw)))
-        except json.JSONDecodeError as err:
-            raise input_error(f"malformed JSON: {err.msg} (column {err.colno})", file, line) from None
-    return _non_empty(records, file)
-
-
-def _non_empty(records: list, file: str) -> list:
-    if not records:
-        raise input_error("no examples: the file is empty", file, 1)
-    return records
-
-
-# json.loads gives values but not where they start, so arrays and the top-level object are walked with
-# raw_decode, which parses one value at an offset. Syntax errors are raised as json.JSONDecodeError,
-# whose lineno the caller reports.
-
-
-def _array_items(text: str, i: int) -> tuple[list[tuple[int, Any]], int]:
-    """Parse the JSON array at ``text[i] == "["``: its (start offset, value) items and its end offset."""
-    items: list[tuple[int, Any]] = []
-    i = _WHITESPACE.match(text, i + 1).end()
-    if text.startswith("]", i):
-        return items, i + 1
-    while True:
-        value, end = _DECODER.raw_decode(text, i)
-        items.append((i, value))
-        i = _WHITESPACE.match(text, end).end()
-        if text.startswith("]", i):
-            return items, i + 1
-        i = _WHITESPACE.match(text, _expect(text, i, ",")).end()
-
-
-def _object_members(text: str, i: int) -> tuple[dict, dict[str, int], list[int], int]:
-    """Parse the JSON object at ``text[i] == "{"``.
-
-    Returns the object, the start offset of each key, the start offsets of the items of its
-    ``examples`` array (a BIG-bench task's records) and the end offset.
-    """
-    obj: dict[str, Any] = {}
-    key_starts: dict[str, int] = {}
-    example_starts: list[int] = []
-    i = _WHITESPACE.match(text, i + 1).end()
-    if text.startswith("}", i):
-        return obj, key_starts, example_starts, i + 1
-    while True:
-        if not text.startswith('"', i):
-            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
-        key_start = i
-        key, i = _DECODER.raw_decode(text, i)
-        i = _WHITESPACE.match(text, _expect(text, _WHITESPACE.match(text, i).end(), ":")).end()
-        if key == "examples" and text.startswith("[", i):
-            items, i = _array_items(text, i)
-            example_starts = [start for start, _ in items]
-            obj[key] = [value for _, value in items]
-        else:
-            obj[key], i = _DECODER.raw_decode(text, i)
-        key_starts[key] = key_start
-        i = _WHITESPACE.match(text, i).end()
-        if text.startswith("}", i):
-            return obj, key_starts, example_starts, i + 1
-        i = _WHITESPACE.match(text, _expect(text, i, ",")).end()
-
-
-def _expect(text: str, i: int, char: str) -> int:
-    if not text.startswith(char, i):
-        raise json.JSONDecodeError(f"Expecting {char!r} delimiter", text, i)
-    return i + 1
-
-
-def _expect_end(text: str, i: int) -> None:
-    i = _WHITESPACE.match(text, i).end()
-    if i < len(text):
-        raise json.JSONDecodeError("Extra data", text, i)
-
-
-def _line_at(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def _lines_at(text: str, offsets: list[int]) -> list[int]:
-    """1-based lines of increasing offsets, counting each stretch of text once (linear, not quadratic)."""
-    lines, line, previous = [], 1, 0
-    for offset in offsets:
-        line += text.count("\n", previous, offset)
-        previous = offset
-        lines.append(line)
-    return lines
-
-
-# --- Fields --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Where a record is, to build errors: ``prefix`` nests field names (``examples[3].``, ``messages[1].``)."""
-
-    file: str
-    line: int
-    prefix: str = ""
-
-    def error(self, field: str | None, message: str) -> LciaError:
-        name = self.prefix + field if field else self.prefix.rstrip(".")
-        return input_error(message, self.file, self.line, name or None)
-
-    def inside(self, field: str) -> _Where:
-        return _Where(self.file, self.line, f"{self.prefix}{field}.")
-
-
-def _string(record: dict, key: str, where: _Where, default: str | None = None) -> str:
-    """``record[key]`` as a string. Without a default the field is required and must not be blank."""
-    value = record.get(key)
-    if value is None:
-        if default is not None:
-            return default
-        raise where.error(key, "missing required field" if key not in record else "expected a string, got null")
-    if not isinstance(value, str):
-        raise where.error(key, f"expected a string, got {_json_type(value)}")
-    if default is None and not value.strip():
-        raise where.error(key, "is empty")
-    return value
-
-
-def _record_id(record: dict, where: _Where, default: str) -> str:
-    value = record.get("id")
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise where.error("id", f"expected a string or an integer, got {_json_type(value)}")
-    return str(value)
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a value's type, as a user who wrote the file would call it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"a number ({value})"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-
-
 # --- Formats -------------------------------------------------------------------------------------
 
 
@@ -326,7 +106,7 @@ def _detect(first: tuple[int, Any], file: str) -> str:
     """The format of a list of records, from the keys of the first one."""
     line, record = first
     if not isinstance(record, dict):
-        raise input_error(f"expected a JSON object, got {_json_type(record)}", file, line)
+        raise input_error(f"expected a JSON object, got {json_type(record)}", file, line)
     if "conversations" in record:
         return "llava"
     if "messages" in record:
@@ -343,16 +123,16 @@ def _detect(first: tuple[int, Any], file: str) -> str:
     )
 
 
-def _alpaca(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _alpaca(record: dict, where: Where, instruction: str | None, example_id: str) -> Example:
     return Example(
-        instruction=instruction if instruction is not None else _string(record, "instruction", where),
-        input=_string(record, "input", where, default=""),
-        output=_string(record, "output", where),
+        instruction=instruction if instruction is not None else string(record, "instruction", where),
+        input=string(record, "input", where, default=""),
+        output=string(record, "output", where),
         id=example_id,
     )
 
 
-def _prompt_completion(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _prompt_completion(record: dict, where: Where, instruction: str | None, example_id: str) -> Example:
     prompt, completion = record.get("prompt"), record.get("completion")
     if isinstance(prompt, list):
         prompt_messages = _chat(record, "prompt", where)
@@ -362,17 +142,17 @@ def _prompt_completion(record: dict, where: _Where, instruction: str | None, exa
         return _conversation(prompt_messages, answer[0]["content"], where, instruction, example_id)
     if isinstance(completion, list):
         raise where.error("completion", "expected a string like `prompt`, got a list of messages")
-    prompt = _string(record, "prompt", where)
+    prompt = string(record, "prompt", where)
     return Example(
         # With an instruction given, the prompt is the instance rather than being lost.
         instruction=instruction if instruction is not None else prompt,
         input=prompt if instruction is not None else "",
-        output=_string(record, "completion", where),
+        output=string(record, "completion", where),
         id=example_id,
     )
 
 
-def _messages(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _messages(record: dict, where: Where, instruction: str | None, example_id: str) -> Example:
     messages = _chat(record, "messages", where)
     last = len(messages) - 1
     if messages[last]["role"] != "assistant":
@@ -381,27 +161,27 @@ def _messages(record: dict, where: _Where, instruction: str | None, example_id: 
     return _conversation(messages[:last], messages[last]["content"], where, instruction, example_id)
 
 
-def _chat(record: dict, key: str, where: _Where) -> list[dict]:
+def _chat(record: dict, key: str, where: Where) -> list[dict]:
     """``record[key]`` as a non-empty list of ``{role, content}`` messages, each content a string
     (a list of typed items is flattened: :func:`_flat_content`)."""
     messages = record.get(key)
     if not isinstance(messages, list) or not messages:
         if key not in record:
             raise where.error(key, "missing required field")
-        raise where.error(key, f"expected a non-empty list of {{role, content}} messages, got {_json_type(messages)}")
+        raise where.error(key, f"expected a non-empty list of {{role, content}} messages, got {json_type(messages)}")
     flat = []
     for k, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise where.error(f"{key}[{k}]", f"expected an object with role and content, got {_json_type(message)}")
-        _string(message, "role", where.inside(f"{key}[{k}]"))
+            raise where.error(f"{key}[{k}]", f"expected an object with role and content, got {json_type(message)}")
+        string(message, "role", where.inside(f"{key}[{k}]"))
         if isinstance(message.get("content"), list):
             message = {**message, "content": _flat_content(message["content"], where.inside(f"{key}[{k}]"))}
-        _string(message, "content", where.inside(f"{key}[{k}]"))
+        string(message, "content", where.inside(f"{key}[{k}]"))
         flat.append(message)
     return flat
 
 
-def _flat_content(items: list, where: _Where) -> str:
+def _flat_content(items: list, where: Where) -> str:
     """TRL's typed content (``[{"type": "image"}, {"type": "text", "text": ...}]``) as one string, the
     image item becoming the ``<image>`` placeholder and text items joined as they come."""
     parts = []
@@ -410,9 +190,9 @@ def _flat_content(items: list, where: _Where) -> str:
         if kind == "image":
             parts.append(IMAGE_PLACEHOLDER)
         elif kind == "text":
-            parts.append(_string(item, "text", where.inside(f"content[{k}]"), default=""))
+            parts.append(string(item, "text", where.inside(f"content[{k}]"), default=""))
         else:
-            found = repr(kind) if isinstance(item, dict) else _json_type(item)
+            found = repr(kind) if isinstance(item, dict) else json_type(item)
             raise where.error(f"content[{k}]", f"expected an item of type 'image' or 'text', got {found}")
     return "".join(parts)
 
@@ -420,24 +200,24 @@ def _flat_content(items: list, where: _Where) -> str:
 _LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
-def _llava(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _llava(record: dict, where: Where, instruction: str | None, example_id: str) -> Example:
     """LLaVA's turns as chat messages (human: user, gpt: assistant), read like the messages format."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         if "conversations" not in record:
             raise where.error("conversations", "missing required field")
         raise where.error(
-            "conversations", f"expected a non-empty list of {{from, value}} turns, got {_json_type(turns)}"
+            "conversations", f"expected a non-empty list of {{from, value}} turns, got {json_type(turns)}"
         )
     messages = []
     for k, turn in enumerate(turns):
         at = where.inside(f"conversations[{k}]")
         if not isinstance(turn, dict):
-            raise at.error(None, f"expected an object with from and value, got {_json_type(turn)}")
-        speaker = _string(turn, "from", at)
+            raise at.error(None, f"expected an object with from and value, got {json_type(turn)}")
+        speaker = string(turn, "from", at)
         if speaker not in _LLAVA_ROLES:
             raise at.error("from", f"expected one of {', '.join(_LLAVA_ROLES)}, got {speaker!r}")
-        messages.append({"role": _LLAVA_ROLES[speaker], "content": _string(turn, "value", at)})
+        messages.append({"role": _LLAVA_ROLES[speaker], "content": string(turn, "value", at)})
     if turns[-1]["from"] != "gpt":
         last = len(turns) - 1
         raise where.error(
@@ -446,7 +226,7 @@ def _llava(record: dict, where: _Where, instruction: str | None, example_id: str
     return _conversation(messages[:-1], messages[-1]["content"], where, instruction, example_id)
 
 
-def _conversation(prompt: list[dict], answer: str, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _conversation(prompt: list[dict], answer: str, where: Where, instruction: str | None, example_id: str) -> Example:
     """An example from chat messages: the system message (or else the first user turn) is the
     instruction, the last user turn the input unless it is that instruction."""
     system = next((m["content"] for m in prompt if m["role"] == "system"), None)
@@ -465,24 +245,24 @@ def _conversation(prompt: list[dict], answer: str, where: _Where, instruction: s
     )
 
 
-def _task_instruction(source: _Source) -> str:
+def _task_instruction(source: Source) -> str:
     """A BIG-bench task's instruction: ``task_prefix``, or ``description`` for tasks without one."""
     for key in ("task_prefix", "description"):
         value = source.task.get(key)
         if value is None:
             continue
         if not isinstance(value, str):
-            raise input_error(f"expected a string, got {_json_type(value)}", source.file, source.task_lines[key], key)
+            raise input_error(f"expected a string, got {json_type(value)}", source.file, source.task_lines[key], key)
         if value.strip():
             return value.strip()
     raise input_error("missing (and no description): pass the task's instruction", source.file, 1, "task_prefix")
 
 
-def _bigbench(record: dict, where: _Where, instruction: str | None, example_id: str) -> Example:
+def _bigbench(record: dict, where: Where, instruction: str | None, example_id: str) -> Example:
     if "input" not in record:
         raise where.error("input", "missing required field")
     # A blank input is allowed: over a thousand real BIG-bench examples (e.g. multiemo) have one.
-    input_text = _string(record, "input", where, default="")
+    input_text = string(record, "input", where, default="")
     if "target" in record or "target_scores" not in record:
         references = _targets(record, where)
     else:
@@ -490,7 +270,7 @@ def _bigbench(record: dict, where: _Where, instruction: str | None, example_id: 
     return Example(instruction, input_text, references[0], references, example_id)
 
 
-def _targets(record: dict, where: _Where) -> tuple[str, ...]:
+def _targets(record: dict, where: Where) -> tuple[str, ...]:
     """``target``: one string or a list of accepted strings, whitespace-stripped; the first is the output."""
     target = record.get("target")
     if target is None:
@@ -501,25 +281,25 @@ def _targets(record: dict, where: _Where) -> tuple[str, ...]:
     for k, value in enumerate(targets):
         field = f"target[{k}]" if isinstance(target, list) else "target"
         if not isinstance(value, str):
-            raise where.error(field, f"expected a string, got {_json_type(value)}")
+            raise where.error(field, f"expected a string, got {json_type(value)}")
         if not value.strip():
             raise where.error(field, "is empty")
     return tuple(value.strip() for value in targets)
 
 
-def _best_scored(record: dict, where: _Where) -> tuple[str, ...]:
+def _best_scored(record: dict, where: Where) -> tuple[str, ...]:
     """``target_scores`` (answer -> score): the answers with the highest score."""
     scores = record["target_scores"]
     if not isinstance(scores, dict) or not scores:
-        raise where.error("target_scores", f"expected a non-empty object of answer: score, got {_json_type(scores)}")
+        raise where.error("target_scores", f"expected a non-empty object of answer: score, got {json_type(scores)}")
     for answer, score in scores.items():
         if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise where.error(f"target_scores[{answer!r}]", f"expected a number, got {_json_type(score)}")
+            raise where.error(f"target_scores[{answer!r}]", f"expected a number, got {json_type(score)}")
     best = max(scores.values())
     return tuple(answer.strip() for answer, score in scores.items() if score == best)
 
 
-_PARSERS: dict[str, Callable[[dict, _Where, str | None, str], Example]] = {
+_PARSERS: dict[str, Callable[[dict, Where, str | None, str], Example]] = {
     "alpaca": _alpaca,
     "prompt-completion": _prompt_completion,
     "messages": _messages,
@@ -540,7 +320,7 @@ _PLACEHOLDER_LINE = re.compile(r"\n*" + re.escape(IMAGE_PLACEHOLDER) + r"\n*")
 
 
 def _with_image(
-    example: Example, record: dict, format: str, where: _Where, folder: Path, own_instruction: bool
+    example: Example, record: dict, format: str, where: Where, folder: Path, own_instruction: bool
 ) -> Example:
     """The example with its image path resolved and checked, and the ``<image>`` placeholder (at most
     one, and only with an image) removed from an instruction taken from the record."""
@@ -562,7 +342,7 @@ def _with_image(
     return replace(example, instruction=instruction, image=image)
 
 
-def _image_path(record: dict, key: str, where: _Where, folder: Path, example_id: str) -> str:
+def _image_path(record: dict, key: str, where: Where, folder: Path, example_id: str) -> str:
     """The absolute path of the record's one image, or "" for a text-only record."""
     value = record.get(key)
     if value is None:
@@ -570,14 +350,14 @@ def _image_path(record: dict, key: str, where: _Where, folder: Path, example_id:
     field = key
     if key == "images":  # TRL: a list, of which lcia takes one
         if not isinstance(value, list):
-            raise where.error(key, f"expected a list of image paths, got {_json_type(value)}")
+            raise where.error(key, f"expected a list of image paths, got {json_type(value)}")
         if len(value) > 1:
             raise where.error(key, f"record {example_id!r}: {len(value)} images (one image per example)")
         if not value:
             return ""
         value, field = value[0], "images[0]"
     if not isinstance(value, str):
-        raise where.error(field, f"expected an image path, got {_json_type(value)}")
+        raise where.error(field, f"expected an image path, got {json_type(value)}")
     if not value.strip():
         raise where.error(field, "is empty")
     path = os.path.abspath(folder / value)
