@@ -25,10 +25,11 @@ import torch
 from accelerate import Accelerator
 
 from lcia.config import TrainingConfig
+from lcia.core.params import trainable
 from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream
-from lcia.ema import PRESETS, DynamicEma, settings_for, trainable
 from lcia.evaluation.grid import evaluate_task
+from lcia.mechanisms.weight_ema import PRESETS, DynamicEma, settings_for
 from lcia.methods.base import Method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import add_lora, lora_config

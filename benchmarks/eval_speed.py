@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from harness import lora_model, peak_rss_mb, task_of, write_results
 
+from lcia.core.precision import resolve_precision, set_attention
 from lcia.data.prompts import encode_prompt, fit
 from lcia.evaluation.generate import generate_answers
-from lcia.evaluation.scorers import get_scorer
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters
-from lcia.training.precision import resolve_precision, set_attention
+from lcia.scorers import get_scorer
 
 
 @torch.inference_mode()

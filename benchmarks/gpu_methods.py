@@ -25,16 +25,16 @@ from accelerate import Accelerator
 from harness import write_results
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lcia.checkpoint import Checkpoints
+from lcia.compare import parse_method, split_methods
 from lcia.config import TrainingConfig
 from lcia.data.prompts import IGNORE_INDEX, Encoded
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import build_method
-from lcia.methods.spec import parse_method, split_methods
+from lcia.models.forward import answer_forward, collate
 from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
-from lcia.training.forward import answer_forward, collate
+from lcia.pipeline.checkpoints import Checkpoints
 from lcia.training.loop import train_stage
 
 

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from lcia.data.streams import load_stream
-from lcia.grouping import THRESHOLDS, Codebook, build_similarity
+from lcia.mechanisms.codebook import Codebook
+from lcia.mechanisms.similarity import THRESHOLDS, build_similarity
 
 
 def simulate(tasks, similarity, threshold: float) -> dict:

@@ -25,15 +25,15 @@ import time
 import torch
 from harness import encoded, peak_rss_mb, task_of, write_results
 
-from lcia.checkpoint import adapter_weights
+from lcia.compare import parse_method, split_methods
 from lcia.config import TrainingConfig
+from lcia.core.params import adapter_weights
+from lcia.core.precision import accelerator_for, resolve_precision, set_attention
 from lcia.data.prompts import encode_for_training
 from lcia.methods import build_method
-from lcia.methods.spec import parse_method, split_methods
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for, resolve_precision, set_attention
 
 HOOKS = ("loss", "after_backward", "after_optimizer_step")
 

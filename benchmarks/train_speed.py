@@ -31,10 +31,10 @@ from harness import encoded, lora_model, machine_peaks, peak_rss_mb, task_of, tr
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
 from lcia.config import TrainingConfig
+from lcia.core.precision import accelerator_for, resolve_precision, set_attention
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_tokenizer
 from lcia.training.loop import batch_indices, train_stage
-from lcia.training.precision import accelerator_for, resolve_precision, set_attention
 
 
 def time_lcia(args, tokenizer, task, features, precision: str) -> dict:

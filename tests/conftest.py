@@ -111,8 +111,8 @@ def stop_and_resume():
     from contextlib import contextmanager
     from pathlib import Path
 
-    from lcia import runner
     from lcia.errors import Interrupted
+    from lcia.pipeline import stream_run as runner
 
     def go(cfg, steps: int, stopped_at: str):
         log = Path(cfg.run_dir()) / "train_log.jsonl"

@@ -7,17 +7,17 @@ import math
 import pytest
 import torch
 
-from lcia import runner
-from lcia.checkpoint import load_state, save_state
 from lcia.config import TrainingConfig
+from lcia.core.precision import accelerator_for
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import TrainContext, build_method
 from lcia.methods.lwf import distillation_loss
-from lcia.run_dir import RunDir
-from lcia.training.forward import answer_forward, collate
+from lcia.models.forward import answer_forward, collate
+from lcia.pipeline import stream_run as runner
+from lcia.pipeline.checkpoints import load_state, save_state
+from lcia.pipeline.run_files import RunDir
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for
 
 
 class Two(torch.nn.Module):

@@ -9,10 +9,9 @@ import pytest
 import yaml
 
 from lcia.cli import main
-from lcia.compare import compare_configs, run_compare
+from lcia.compare import compare_configs, parse_method, run_compare, split_methods
 from lcia.errors import LciaError
-from lcia.methods.spec import parse_method, split_methods
-from lcia.run_dir import RunDir
+from lcia.pipeline.run_files import RunDir
 
 
 def test_method_specs():

@@ -49,7 +49,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_auto_precision_takes_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
-    from lcia.training import precision
+    from lcia.core import precision
 
     zen3 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
     sapphire_rapids = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -67,8 +67,8 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_multiplies_it_natively(mon
 def test_a_run_records_the_precision_it_resolved(tiny_config):
     import json
 
-    from lcia.runner import run
-    from lcia.training.precision import resolve_precision
+    from lcia.core.precision import resolve_precision
+    from lcia.pipeline.stream_run import run
 
     tiny_config.training.steps = 1
     result = run(tiny_config, progress=False, log=lambda *a: None)
@@ -83,10 +83,10 @@ def test_a_run_answers_in_its_precision_and_lcia_eval_repeats_its_answers(tiny_c
 
     import torch
 
+    from lcia.core.precision import cpu_has_native_bf16
     from lcia.evaluate import evaluate_run
     from lcia.evaluation import generate
-    from lcia.runner import run
-    from lcia.training.precision import cpu_has_native_bf16
+    from lcia.pipeline.stream_run import run
 
     seen = set()  # (autocast on, attention) of every generation batch
     real = generate._generate_batch

@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lcia import runner
 from lcia.config import load_config
 from lcia.errors import LciaError
+from lcia.pipeline import stream_run as runner
 
 pytestmark = pytest.mark.slow  # each case launches 2 processes (about 20 s); run in CI
 

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from lcia.checkpoint import Checkpoints
 from lcia.config import TrainingConfig
-from lcia.ema import PRESETS, DynamicEma, settings_for
+from lcia.core.precision import accelerator_for
 from lcia.errors import Interrupted, LciaError
+from lcia.mechanisms.weight_ema import PRESETS, DynamicEma, settings_for
 from lcia.methods import build_method
+from lcia.pipeline.checkpoints import Checkpoints
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for
 
 
 def _param(values, grad, dtype=torch.float32):
@@ -235,7 +235,7 @@ def test_the_callback_brings_the_dynamic_ema_to_a_stock_trainer(tiny_lora, tmp_p
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from lcia.integrations import DynamicEmaCallback
-    from lcia.training.forward import collate
+    from lcia.models.forward import collate
 
     tok, model, _, features = tiny_lora()
     seen = {}
@@ -330,7 +330,7 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
 
 
 def test_sharding_that_would_give_a_shards_coefficient_is_refused():
-    from lcia.ema import refuse_unsupported_sharding
+    from lcia.mechanisms.weight_ema import refuse_unsupported_sharding
 
     with pytest.raises(LciaError, match="DeepSpeed"):
         refuse_unsupported_sharding(deepspeed=True, fsdp_version=None)

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lcia.ema import PRESETS, DynamicEma
+from lcia.mechanisms.weight_ema import PRESETS, DynamicEma
 
 STEPS = [  # (weights, gradient) per optimizer step, for one 4x3 tensor
     (torch.arange(12.0).reshape(4, 3) / 10, torch.linspace(-1, 1, 12).reshape(4, 3)),

@@ -3,12 +3,12 @@
 import pytest
 
 from lcia.config import load_config
+from lcia.core.precision import cpu_has_native_bf16
 from lcia.data.streams import load_stream
 from lcia.evaluation.grid import evaluate_task
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import cpu_has_native_bf16
 
 
 @pytest.mark.slow

@@ -11,22 +11,22 @@ from safetensors.torch import load_file
 
 from lcia.cli import main
 from lcia.config import load_config
+from lcia.core.precision import accelerator_for, inference_autocast, set_attention
 from lcia.data.schema import Example
 from lcia.data.streams import load_stream
 from lcia.data.tasks import Task
 from lcia.errors import LciaError
 from lcia.evaluation.generate import generate_answers
 from lcia.evaluation.routing import routing_accuracy
-from lcia.grouping import Codebook, build_similarity, resolve_threshold
-from lcia.grouping.similarity import TfidfSimilarity
+from lcia.mechanisms.codebook import Codebook
+from lcia.mechanisms.similarity import TfidfSimilarity, build_similarity, resolve_threshold
 from lcia.methods import METHODS, TrainContext, build_method, register
 from lcia.methods.grouping import Lcia
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import accelerator_for, inference_autocast, set_attention
 
 
 def test_tfidf_is_the_per_pair_vectorizer_with_english_stop_words():

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lcia.checkpoint import Checkpoints
 from lcia.config import TrainingConfig, load_config
+from lcia.core.precision import accelerator_for, set_attention
 from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
@@ -21,10 +21,10 @@ from lcia.methods import METHODS, build_method, register
 from lcia.methods.moelora import MoELoRA
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters, lora_config
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.checkpoints import Checkpoints
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import accelerator_for, set_attention
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 

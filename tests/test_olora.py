@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lcia import runner
 from lcia.config import TrainingConfig, load_config
+from lcia.core.precision import accelerator_for
 from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
@@ -17,10 +17,10 @@ from lcia.methods import TrainContext, build_method
 from lcia.methods.olora import OLora
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
-from lcia.run_dir import RunDir
+from lcia.pipeline import stream_run as runner
+from lcia.pipeline.run_files import RunDir
 from lcia.trained_run import TrainedRun
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for
 
 
 def _olora_model(tiny_model_dir, params=None, targets=("q_proj",), r=2):

@@ -9,9 +9,9 @@ import torch
 from bitsandbytes.nn import Linear4bit
 from safetensors.torch import load_file
 
-from lcia import runner
 from lcia.evaluate import evaluate_run
 from lcia.models.loading import load_base_model
+from lcia.pipeline import stream_run as runner
 from lcia.trained_run import TrainedRun
 
 METHODS = ["seq-lora", "multitask", "ema", "dema", "grouping", "lcia", "ewc", "lwf", "replay", "olora", "moelora"]

@@ -11,8 +11,8 @@ import pytest
 from lcia.config import load_config
 from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS, compute_metrics
+from lcia.pipeline.run_files import RunDir
 from lcia.reporting.report import default_out_dir, write_report
-from lcia.run_dir import RunDir
 
 TASKS = ["add", "plural", "intent"]
 

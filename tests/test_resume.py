@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from lcia.checkpoint import Checkpoints, load_state, save_state
 from lcia.errors import LciaError
 from lcia.methods.base import METHODS, Method, register
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.checkpoints import Checkpoints, load_state, save_state
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 
 
 def test_state_round_trip_keeps_int_keys_tuples_and_tensors(tmp_path):

@@ -5,8 +5,8 @@ import sys
 from peft import PeftModel
 
 from lcia.evaluation.metrics import compute_metrics
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 
 
 def test_run_writes_a_complete_grid_and_everything_to_trust_it(tiny_config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lcia.evaluation.scorers import (
+from lcia.scorers import (
     SCORERS,
     contains,
     exact_match,

@@ -10,8 +10,8 @@ from lcia.config import load_config
 from lcia.data.streams import order_tasks
 from lcia.data.tasks import Task
 from lcia.errors import LciaError
-from lcia.run_dir import RunDir
-from lcia.runner import run
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 
 
 def test_task_orders():

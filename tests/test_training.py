@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from lcia.config import TrainingConfig
+from lcia.core.precision import accelerator_for
 from lcia.methods.base import Method
 from lcia.training.loop import length_grouped_batches, train_stage
-from lcia.training.precision import accelerator_for
 
 
 class Recorder(Method):
@@ -86,7 +86,7 @@ def test_length_grouped_batches_cover_every_example_once():
 def test_answer_only_logits_give_the_loss_and_gradients_of_the_full_forward(tiny_lora):
     """Logits at the answer positions only = Hugging Face's own loss and gradients over full logits."""
     from lcia.data.prompts import Encoded
-    from lcia.training.forward import answer_forward, collate
+    from lcia.models.forward import answer_forward, collate
 
     tok, model, _, _ = tiny_lora()
     rows = [

@@ -12,10 +12,10 @@ from safetensors import safe_open
 from lcia.data.prompts import encode_for_training, encode_prompt
 from lcia.data.schema import Example
 from lcia.errors import LciaError
+from lcia.models.forward import answer_forward, collate
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import add_lora, load_adapters, lora_config
 from lcia.models.vision import PROJECTOR, EncoderFeatures, add_image_token, attach_projector, lora_targets
-from lcia.training.forward import answer_forward, collate
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 
@@ -166,8 +166,8 @@ def test_the_projector_trains_beside_lora_and_is_saved_with_the_adapter(tiny_mod
 
 def test_a_run_on_images_writes_the_grid_and_lcia_eval_and_ask_reuse_it(vision_config, image_stream):
     from lcia.evaluate import evaluate_run
-    from lcia.run_dir import RunDir
-    from lcia.runner import run
+    from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.stream_run import run
     from lcia.trained_run import TrainedRun
 
     result = run(vision_config("method.name=dema", "method.params.log_every=1"), progress=False, log=lambda *_: None)
@@ -208,14 +208,14 @@ TRAINING_METHODS = [
 
 @pytest.mark.parametrize("method", TRAINING_METHODS)
 def test_every_training_method_runs_on_images(vision_config, method):
-    from lcia.runner import run
+    from lcia.pipeline.stream_run import run
 
     result = run(vision_config(f"method.name={method}", "training.steps=2"), progress=False, log=lambda *_: None)
     assert all(len(row) == 2 for row in result.matrix)
 
 
 def test_a_stopped_image_run_resumes_to_the_same_grid(vision_config, stop_and_resume, tmp_path):
-    from lcia.runner import run
+    from lcia.pipeline.stream_run import run
 
     whole = run(
         vision_config("method.name=dema", f"output_dir={tmp_path / 'whole'}"), progress=False, log=lambda *_: None
@@ -271,8 +271,8 @@ def tiny_llava_dir(tmp_path_factory, tiny_model_dir):
 
 def test_a_hugging_face_llava_runs_through_its_own_processor(vision_config, tiny_llava_dir):
     from lcia.evaluate import evaluate_run
-    from lcia.run_dir import RunDir
-    from lcia.runner import run
+    from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.stream_run import run
 
     result = run(vision_config(f"model.name_or_path={tiny_llava_dir}"), progress=False, log=lambda *_: None)
     assert len(result.matrix) == 3

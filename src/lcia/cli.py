@@ -24,10 +24,10 @@ console = Console()
 
 def _cmd_run(args) -> None:
     from lcia.config import load_config
-    from lcia.distributed import process_state
+    from lcia.core.distributed import process_state
+    from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.stream_run import run
     from lcia.reporting.tables import matrix_table, metrics_table
-    from lcia.run_dir import RunDir
-    from lcia.runner import run
 
     console.quiet = not process_state().is_main_process  # under `accelerate launch`, rank 0 reports
     if args.resume:
@@ -66,9 +66,9 @@ def _cmd_metrics(args) -> None:
     import json
 
     from lcia.config import load_config
+    from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.stream_run import metrics_of
     from lcia.reporting.tables import matrix_table, metrics_table
-    from lcia.run_dir import RunDir
-    from lcia.runner import metrics_of
 
     run_dir = RunDir(args.run_dir)
     results = run_dir.read_json("results.json")
@@ -137,10 +137,9 @@ def _cmd_compare(args) -> None:
 
     from rich.table import Table
 
-    from lcia.compare import run_compare
+    from lcia.compare import run_compare, split_methods
     from lcia.config import load_config
     from lcia.evaluation.metrics import METRICS
-    from lcia.methods.spec import split_methods
 
     base = load_config(args.config, args.set)
     name = Path(args.config).stem if args.config else "default"

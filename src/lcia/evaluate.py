@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from lcia.core.precision import inference_autocast
 from lcia.data.streams import load_stream
 from lcia.evaluation.grid import evaluate_task
-from lcia.run_dir import RunDir
+from lcia.pipeline.run_files import RunDir
 from lcia.trained_run import TrainedRun
-from lcia.training.precision import inference_autocast
 
 
 def evaluate_run(

@@ -16,9 +16,9 @@ import yaml
 
 from lcia.config import RunConfig
 from lcia.errors import input_error
+from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.stream_run import run
 from lcia.reporting.report import write_report
-from lcia.run_dir import RunDir
-from lcia.runner import run
 
 
 def sweep_configs(

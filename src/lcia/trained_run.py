@@ -14,17 +14,18 @@ from functools import cached_property
 import torch
 
 from lcia.config import RunConfig, load_config
+from lcia.core.precision import cpu_has_native_bf16, set_attention
 from lcia.data.schema import Example
 from lcia.errors import input_error
 from lcia.evaluation.generate import generate_answers
-from lcia.grouping import Codebook, build_similarity
+from lcia.mechanisms.codebook import Codebook
+from lcia.mechanisms.similarity import build_similarity
 from lcia.methods import build_method
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters
 from lcia.models.prealign import load_prealigned
 from lcia.models.vision import image_slots, load_vision_language_model
-from lcia.run_dir import RunDir
-from lcia.training.precision import cpu_has_native_bf16, set_attention
+from lcia.pipeline.run_files import RunDir
 
 
 class TrainedRun:

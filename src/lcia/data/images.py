@@ -14,22 +14,31 @@ Images are decoded only when a model asks for them (:func:`load_image`), always 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lcia.core.packages import package_dir
 from lcia.data.schema import Example
-from lcia.errors import LciaError, input_error
+from lcia.errors import input_error
 
 IMAGE_PLACEHOLDER = "<image>"  # where a prompt's image goes
 PACKAGED = ("easy-vqa", "cifar10", "digits")  # the schemes of packaged references
 CIFAR10_TASK = "cifar10_classification/base64/task.json"  # under bigbench/benchmark_tasks
+
+
+@dataclass(frozen=True)
+class ImageSlots:
+    """How a prompt holds an image: the placeholder's token id, repeated ``count`` times."""
+
+    token_id: int
+    count: int
 
 
 def uses_images(examples: Iterable[Example]) -> bool:
@@ -71,17 +80,9 @@ def _load_file(path: str) -> Image.Image:
         raise input_error(f"cannot read the image {path}: {err}") from None
 
 
-def package_dir(module: str) -> Path:
-    """The folder of an installed package, found without importing it (their imports are heavy or broken)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise LciaError(f"needs the package {module}: pip install --no-deps -r requirements-assets.txt")
-    return Path(spec.submodule_search_locations[0])
-
-
 def easy_vqa_dir() -> Path:
     """easy-VQA's data folder: ``{train,test}/images/<id>.png`` and ``{train,test}/questions.json``."""
-    return package_dir("easy_vqa") / "data"
+    return package_dir("easy_vqa", "the packaged easy-VQA images") / "data"
 
 
 @lru_cache(maxsize=2)
@@ -94,7 +95,7 @@ def easy_vqa_questions(split: str) -> list[tuple[str, str, int]]:
 @lru_cache(maxsize=1)
 def cifar10_records() -> list[dict]:
     """BIG-bench's CIFAR-10 examples (``input``: a base64 PNG), decoded from JSON once per process."""
-    path = package_dir("bigbench") / "benchmark_tasks" / CIFAR10_TASK
+    path = package_dir("bigbench", "the packaged CIFAR-10 images") / "benchmark_tasks" / CIFAR10_TASK
     with open(path, encoding="utf-8") as file:
         return json.load(file)["examples"]
 

@@ -8,16 +8,12 @@ image tokens as the model gives an image (``ImageSlots``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
 
-from lcia.data.images import IMAGE_PLACEHOLDER
+from lcia.data.images import IMAGE_PLACEHOLDER, ImageSlots
 from lcia.data.schema import Example
 from lcia.errors import LciaError
-
-if TYPE_CHECKING:
-    from lcia.models.vision import ImageSlots
 
 IGNORE_INDEX = -100
 

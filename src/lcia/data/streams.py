@@ -23,7 +23,6 @@ docs/streams.md.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -31,13 +30,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from lcia.core.packages import package_dir
 from lcia.data.coin import IMAGE_TASKS, image_task
 from lcia.data.paraphrases import DIVERSE
 from lcia.data.readers import read_examples
 from lcia.data.schema import Example
 from lcia.data.tasks import Task, split_examples
-from lcia.errors import LciaError, input_error
-from lcia.evaluation.scorers import SCORERS
+from lcia.errors import input_error
+from lcia.scorers import SCORERS
 from lcia.yamlfile import YamlFile, validate
 
 
@@ -200,10 +200,7 @@ DIVERSE_STREAMS = {"ni-cit-diverse"}
 
 
 def bigbench_dir() -> Path:
-    spec = importlib.util.find_spec("bigbench")
-    if spec is None or not spec.submodule_search_locations:
-        raise LciaError("built-in streams need the package bigbench: pip install --no-deps -r requirements-assets.txt")
-    return Path(spec.submodule_search_locations[0]) / "benchmark_tasks"
+    return package_dir("bigbench", "the built-in streams") / "benchmark_tasks"
 
 
 def _prompt_sentence(instruction: str) -> str:

@@ -19,9 +19,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lcia.core.precision import inference_autocast
 from lcia.data.prompts import check_image_kept, encode_prompt, fit
 from lcia.data.schema import Example
-from lcia.training.precision import inference_autocast
 
 MIN_SHARED_PREFIX = 8  # tokens: below this, encoding a shared prefix once saves less than it costs
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lcia import distributed
+from lcia.core import distributed
 from lcia.data.tasks import Task
 from lcia.evaluation.generate import generate_answers
-from lcia.evaluation.scorers import get_scorer
+from lcia.scorers import get_scorer
 
 
 @dataclass

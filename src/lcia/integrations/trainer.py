@@ -20,7 +20,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lcia.ema import DynamicEma, refuse_unsupported_sharding, settings_for, trainable
+from lcia.core.params import trainable
+from lcia.mechanisms.weight_ema import DynamicEma, refuse_unsupported_sharding, settings_for
 
 
 class DynamicEmaCallback(TrainerCallback):

@@ -3,7 +3,7 @@
 Qiao et al., *Large Continual Instruction Assistant*, ICML 2025: after every optimizer step, each
 trainable tensor's EMA moves toward the new weights by a coefficient that balances stability (stay at
 the old EMA) against plasticity (keep the new weights' loss); at the end of a task the EMA replaces the
-trained weights. ``lcia.ema`` holds the formulas; the presets are
+trained weights. ``lcia.mechanisms.weight_ema`` holds the formulas; the presets are
 
     ema   preset=fixed     beta 0.99 on the old EMA
     dema  preset=official  the released code: 2 (1 + |g|) / (|theta - ema| |g - g_prev|) on the new weights
@@ -11,7 +11,7 @@ trained weights. ``lcia.ema`` holds the formulas; the presets are
           preset=scaled    the paper's form on per-element means: the same coefficient for any tensor size
 
 Stores the EMA and the previous gradient (and weights, for ``paper`` and ``scaled``) in fp32: two or
-three copies of the adapter. Any field of ``lcia.ema.EmaSettings`` can be overridden in
+three copies of the adapter. Any field of ``lcia.mechanisms.weight_ema.EmaSettings`` can be overridden in
 ``method.params`` (``multiplier``, ``fallback``, ``init``, ``norm``, ...). Logs per step the share of
 coefficients inside (0, 1) and their median, and every ``log_every`` steps each tensor's coefficient
 and L1 norms to ema_coefficients.jsonl.
@@ -24,7 +24,8 @@ from typing import Any
 
 from accelerate.utils import DistributedType
 
-from lcia.ema import DynamicEma, refuse_unsupported_sharding, settings_for, trainable
+from lcia.core.params import trainable
+from lcia.mechanisms.weight_ema import DynamicEma, refuse_unsupported_sharding, settings_for
 from lcia.methods.base import Capabilities, Method, TrainContext, register
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lcia.ema import trainable
+from lcia.core.params import trainable
 from lcia.methods.base import Capabilities, Method, TrainContext, register
 
 

@@ -1,7 +1,7 @@
 """``grouping`` (one LoRA adapter per group of similar instructions) and ``lcia`` (grouping + dynamic EMA).
 
 Qiao et al., *Large Continual Instruction Assistant*, ICML 2025. Before each task its instructions are
-compared with each group's (``lcia.grouping``): at or above the threshold the group's adapter keeps
+compared with each group's (``lcia.mechanisms.codebook``): at or above the threshold the group's adapter keeps
 training; below it a new adapter and group are added. Every test instance is then routed by its own
 instruction to the group holding the most similar one, and answered by that group's adapter.
 ``lcia`` trains with the dynamic EMA of ``dema`` on the active group's adapter (the paper's full method).
@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from lcia.grouping import Codebook, Group, build_similarity, resolve_threshold
+from lcia.mechanisms.codebook import Codebook, Group
+from lcia.mechanisms.similarity import build_similarity, resolve_threshold
 from lcia.methods.base import Capabilities, Method, TrainContext, register
 from lcia.methods.ema import DynamicEmaMethod
 from lcia.models.lora import add_lora

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lcia.ema import trainable
+from lcia.core.params import trainable
 from lcia.methods.base import Capabilities, Method, TrainContext, register
-from lcia.training.forward import answer_forward
+from lcia.models.forward import answer_forward
 
 
 def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

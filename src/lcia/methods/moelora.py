@@ -46,7 +46,7 @@ from torch.utils.hooks import RemovableHandle
 from lcia.errors import input_error
 from lcia.methods.base import Capabilities, Method, register
 from lcia.models.lora import add_lora, shared_whole_modules
-from lcia.run_dir import RunDir
+from lcia.pipeline.run_files import RunDir
 
 ROUTERS, CONFIG = "moelora_router.safetensors", "moelora.json"
 

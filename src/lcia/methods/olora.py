@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 
 from lcia.methods.base import Capabilities, Method, TrainContext, register
 from lcia.models.lora import add_lora, shared_whole_modules
-from lcia.run_dir import RunDir
+from lcia.pipeline.run_files import RunDir
 
 
 @register("olora")

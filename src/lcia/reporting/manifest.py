@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lcia.training.precision import cpu_has_native_bf16
+from lcia.core.precision import cpu_has_native_bf16
 
 PACKAGES = [
     "lcia",

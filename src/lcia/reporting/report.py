@@ -26,9 +26,9 @@ import numpy as np
 from lcia.config import load_config
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.metrics import METRICS
+from lcia.pipeline.run_files import RunDir
 from lcia.reporting import figures
 from lcia.reporting.tables import latex_escape, latex_tabular, markdown_matrix, markdown_metrics, markdown_table
-from lcia.run_dir import RunDir
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate")
 BAR_METRICS = ("Avg.ACC", "New.ACC", "BWT")

@@ -15,7 +15,7 @@ Features and their trade-offs:
 * bf16 autocast through Accelerate when asked (master weights stay fp32).
 * Vision-language models: ``images`` adds each batch's image inputs (the frozen encoder's features,
   computed once per image, or a processor's pixels) to the forward arguments.
-* Several processes (``lcia.distributed``): every rank draws the same global batch of
+* Several processes (``lcia.core.distributed``): every rank draws the same global batch of
   ``training.batch_size`` and trains on its share in a DDP wrapper built for the stage, its loss
   weighed by its share of the batch's answer tokens, so the averaged gradient is the one-process
   gradient of the whole batch. One scalar all-reduce per micro-batch gives every rank the batch's loss
@@ -40,13 +40,13 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from lcia import distributed
-from lcia.checkpoint import Checkpoints
+from lcia.core import distributed
 from lcia.data.prompts import Encoded
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted, LciaError
 from lcia.methods.base import Method, TrainContext
-from lcia.training.forward import answer_forward, answer_tokens, collate
+from lcia.models.forward import answer_forward, answer_tokens, collate
+from lcia.pipeline.checkpoints import Checkpoints
 
 CHUNK_BATCHES = 64  # batches per length-sorted chunk
 

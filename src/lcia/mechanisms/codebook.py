@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from lcia.grouping.similarity import Similarity
+from lcia.mechanisms.similarity import Similarity
 
 
 @dataclass

@@ -25,11 +25,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lcia import distributed
+from lcia.core import distributed
+from lcia.core.files import refuse_pickles, write_atomic
+from lcia.core.params import adapter_weights
 from lcia.errors import input_error
-from lcia.run_dir import write_atomic
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def _pack(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
@@ -73,23 +72,9 @@ def load_state(folder: Path, name: str) -> Any:
     return _unpack(skeleton, load_file(str(folder / f"{name}.safetensors")))
 
 
-def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a run changes: every adapter tensor (LoRA, and each adapter's copy of a module PEFT
-    trains whole, e.g. a vision-language model's projector) and anything else trainable."""
-    return {
-        n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n or ".modules_to_save." in n
-    }
-
-
 def _generators() -> dict[str, torch.Tensor]:
     """This process's random generator states: LoRA dropout draws from the CUDA one on a GPU."""
     return {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})}
-
-
-def refuse_pickles(folder: Path) -> None:
-    for path in sorted(folder.iterdir()):
-        if path.suffix in PICKLE_SUFFIXES:
-            raise input_error("pickled file refused: lcia loads weights and state from safetensors only", file=path)
 
 
 class Checkpoints:
