@@ -61,6 +61,18 @@ def tiny_lora(tiny_model_dir):
     return make
 
 
+def builtin_methods(trains: bool | None = None) -> list[str]:
+    """The methods of ``lcia.methods`` (not those a test registers), optionally only those that train or not:
+    the parameter lists of every per-method test, so that a new method file is tested with no other edit."""
+    from lcia.methods import METHODS
+
+    return sorted(
+        name
+        for name, cls in METHODS.items()
+        if cls.__module__.startswith("lcia.methods.") and trains in (None, cls.capabilities.trains)
+    )
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
@@ -128,3 +140,15 @@ def stop_and_resume():
         return runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
 
     return go
+
+
+def train(model, tokenizer, method, tasks, features, *, steps, cfg, stage=1, seed=0, precision="fp32", images=None,
+          accelerator=None, resume=None, **events):  # fmt: skip
+    """One stage of the training loop on a bare model (``lcia.training.loop.train_stage``); ``events``: the
+    ``StageEvents`` fields (on_step, emit, save, should_stop); ``resume``: a ``Checkpoints.restore`` result."""
+    from lcia.core.precision import accelerator_for
+    from lcia.training.loop import Learner, Stage, StageEvents, train_stage
+
+    learner = Learner(model, tokenizer, method, accelerator or accelerator_for(precision), images)
+    stage_inputs = Stage(stage, tasks, features, steps)
+    return train_stage(learner, stage_inputs, cfg, seed, resume=resume, events=StageEvents(progress=False, **events))

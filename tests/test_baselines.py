@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import train
 
 from lcia.config import TrainingConfig
-from lcia.core.precision import accelerator_for
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import TrainContext, build_method
@@ -17,7 +17,6 @@ from lcia.models.forward import answer_forward, collate
 from lcia.pipeline import stream_run as runner
 from lcia.pipeline.checkpoints import load_state, save_state
 from lcia.pipeline.run_files import RunDir
-from lcia.training.loop import train_stage
 
 
 class Two(torch.nn.Module):
@@ -79,7 +78,7 @@ def test_ewc_penalty_and_its_gradient_by_hand():
 
 def _train(make_or_parts, method, stage, steps=6, lr=1e-2, on_step=None):
     tok, model, task, features = make_or_parts
-    stats = train_stage(
+    stats = train(
         model,
         tok,
         method,
@@ -89,9 +88,7 @@ def _train(make_or_parts, method, stage, steps=6, lr=1e-2, on_step=None):
         steps=steps,
         cfg=TrainingConfig(batch_size=4, lr=lr, checkpoint_every=0),
         seed=0,
-        accelerator=accelerator_for("fp32"),
         on_step=on_step,
-        progress=False,
     )
     return stats
 

@@ -42,7 +42,11 @@ def test_configs_differ_only_in_method_and_seed(tiny_config, tmp_path):
 
 @pytest.mark.parametrize(
     "methods, message",
-    [(["nope"], "unknown method 'nope'"), (["ewc:lamda=1"], "unknown parameters"), (["lwf", "lwf"], "twice")],
+    [
+        (["nope"], "unknown method 'nope'"),
+        (["ewc:lamda=1"], "method.params.lamda: Extra inputs"),
+        (["lwf", "lwf"], "twice"),
+    ],
 )
 def test_bad_methods_fail_before_any_run(tiny_config, tmp_path, methods, message):
     with pytest.raises(LciaError, match=message):

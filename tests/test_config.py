@@ -84,8 +84,8 @@ def test_a_run_answers_in_its_precision_and_lcia_eval_repeats_its_answers(tiny_c
     import torch
 
     from lcia.core.precision import cpu_has_native_bf16
-    from lcia.evaluate import evaluate_run
     from lcia.evaluation import generate
+    from lcia.pipeline.session import evaluate_saved
     from lcia.pipeline.stream_run import run
 
     seen = set()  # (autocast on, attention) of every generation batch
@@ -101,7 +101,7 @@ def test_a_run_answers_in_its_precision_and_lcia_eval_repeats_its_answers(tiny_c
     bf16 = precision == "bf16"
     assert seen == {(bf16, "eager" if bf16 else "sdpa")}  # eager attention is the faster in bf16 on a CPU
     seen.clear()
-    evaluate_run(str(result.run_dir), progress=False)
+    evaluate_saved(str(result.run_dir), progress=False)
     if bf16 and not cpu_has_native_bf16():  # `lcia eval` answers in fp32 where bf16 would be emulated
         assert seen == {(False, "sdpa")}
         return

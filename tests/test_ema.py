@@ -4,14 +4,13 @@ import math
 
 import pytest
 import torch
+from conftest import train
 
 from lcia.config import TrainingConfig
-from lcia.core.precision import accelerator_for
 from lcia.errors import Interrupted, LciaError
 from lcia.mechanisms.weight_ema import PRESETS, DynamicEma, settings_for
 from lcia.methods import build_method
 from lcia.pipeline.checkpoints import Checkpoints
-from lcia.training.loop import train_stage
 
 
 def _param(values, grad, dtype=torch.float32):
@@ -159,24 +158,16 @@ class Recording:
         method.after_optimizer_step = after_optimizer_step
 
 
-def _train(make, method, steps=5, **kwargs):
+def _train(make, method, steps=5, checkpoints=None, resume=False, **events):
+    """Train a fresh tiny model; with ``checkpoints``, save into them (and with ``resume``, continue from them)."""
     tok, model, task, features = make()
     emitted = []
-    train_stage(
-        model,
-        tok,
-        method,
-        [task],
-        features,
-        stage=1,
-        steps=steps,
-        cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0),
-        seed=0,
-        accelerator=accelerator_for("fp32"),
-        emit=lambda name, record: emitted.append((name, record)),
-        progress=False,
-        **kwargs,
-    )
+    if checkpoints is not None:
+        events["save"] = lambda progress, opt, sch: checkpoints.save(progress, model, method, opt, sch)
+    restored = checkpoints.restore(checkpoints.latest(), model, method) if resume else None
+    cfg = TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0)
+    train(model, tok, method, [task], features, steps=steps, cfg=cfg, resume=restored,
+          emit=lambda name, record: emitted.append((name, record)), **events)  # fmt: skip
     return model, emitted
 
 
@@ -218,14 +209,14 @@ def test_a_stage_resumed_mid_way_ends_with_the_same_ema(tiny_lora, tmp_path):
             should_stop=lambda: next(steps) == 2,
         )
     method = build_method("dema", {"preset": "paper"})
-    resumed, _ = _train(tiny_lora, method, steps=6, checkpoints=checkpoints, resume=checkpoints.latest())
+    resumed, _ = _train(tiny_lora, method, steps=6, checkpoints=checkpoints, resume=True)
     for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
     assert method.engine.counts["updates"] == 5 * sum(p.requires_grad for p in resumed.parameters())
 
 
 def test_method_parameters_are_checked():
-    with pytest.raises(ValueError, match="unknown parameter 'bogus'"):
+    with pytest.raises(ValueError, match="bogus\n  Extra inputs are not permitted"):
         build_method("dema", {"bogus": 1})
     with pytest.raises(ValueError, match="unknown EMA preset"):
         build_method("dema", {"preset": "nope"})
@@ -291,7 +282,7 @@ def test_a_bad_method_parameter_in_a_config_names_file_line_and_field(tmp_path):
 
     path = tmp_path / "run.yaml"
     path.write_text("method:\n  name: dema\n  params:\n    preset: paperr\n", encoding="utf-8")
-    with pytest.raises(LciaError, match=r"run.yaml:3: method.params: dema: unknown EMA preset 'paperr'"):
+    with pytest.raises(LciaError, match=r"run.yaml:4: method.params.preset: unknown EMA preset 'paperr'"):
         load_config(str(path))
 
 
@@ -307,7 +298,7 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
     method = build_method("dema", {"preset": "official"})
     recording = Recording(method)
-    train_stage(
+    train(
         model,
         tok,
         method,
@@ -317,8 +308,7 @@ def test_dema_on_a_bf16_model_keeps_fp32_state_and_follows_the_formulas(tiny_mod
         steps=4,
         cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0, precision="bf16"),
         seed=0,
-        accelerator=accelerator_for("bf16"),
-        progress=False,
+        precision="bf16",
     )
     assert next(model.parameters()).dtype == torch.bfloat16  # the frozen base stays bf16
     assert all(t.dtype == torch.float32 for t in method.engine.ema.values())

@@ -7,8 +7,8 @@ from lcia.core.precision import cpu_has_native_bf16
 from lcia.data.streams import load_stream
 from lcia.evaluation.grid import evaluate_task
 from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.session import open_saved
 from lcia.pipeline.stream_run import run
-from lcia.trained_run import TrainedRun
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_smollm2_learns_addition_then_plurals(tmp_path):
     low, high = results["intervals"]["Avg.ACC"]
     assert low <= results["metrics"]["Avg.ACC"] <= high
     if cpu_has_native_bf16():  # where `auto` trains and answers in bf16: the trained adapter answers in both
-        trained = TrainedRun(str(result.run_dir))
+        trained = open_saved(str(result.run_dir))[0]
         tasks = load_stream(str(tmp_path / "stream.yaml"), 30, None, 0)
         scores = {
             precision: [
@@ -84,8 +84,8 @@ def test_smollm2_lcia_groups_a_family_isolates_other_groups_and_reports(tmp_path
     recorded = next(
         p for p in RunDir(result.run_dir).read_jsonl("predictions.jsonl") if p["row"] == 3 and p["id"] == example.id
     )
-    adapter, answer = TrainedRun(str(result.run_dir)).ask(example.instruction, example.input, task.max_new_tokens)
-    assert adapter == "group-1" and answer == recorded["prediction"]
+    route, answer = open_saved(str(result.run_dir))[0].ask(example.instruction, example.input, task.max_new_tokens)
+    assert route.adapter == "group-1" and answer == recorded["prediction"]
     report = write_report([result.run_dir], tmp_path / "report")
     text = report.read_text()
     assert text.index("## 1. Runs") < text.index("Comparison") and "routing" in text.lower()

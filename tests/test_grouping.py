@@ -25,8 +25,8 @@ from lcia.methods.grouping import Lcia
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.session import open_saved
 from lcia.pipeline.stream_run import run
-from lcia.trained_run import TrainedRun
 
 
 def test_tfidf_is_the_per_pair_vectorizer_with_english_stop_words():
@@ -97,7 +97,8 @@ def test_diverse_stream_paraphrases_instructions_and_holds_some_out_for_testing(
 def test_bad_grouping_parameters_name_the_field(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("method:\n  name: lcia\n  params:\n    similarity: bm25\n")
-    with pytest.raises(LciaError, match=r"run\.yaml:3: method\.params: lcia: unknown similarity 'bm25'"):
+    bad_similarity = r"run\.yaml:4: method\.params\.similarity: Input should be 'tfidf' or 'embedding'"
+    with pytest.raises(LciaError, match=bad_similarity):
         load_config(str(path))
     with pytest.raises(LciaError, match="unknown EMA preset"):
         load_config(None, ["method.name=lcia", "method.params.preset=slow"])
@@ -200,14 +201,14 @@ def test_grouping_run_forms_groups_routes_every_instance_and_isolates_groups(gro
 
 
 def test_saved_adapters_load_in_plain_peft_and_answer_as_in_the_run(grouping_run, tiny_model_dir):
-    trained = TrainedRun(str(grouping_run))
+    trained = open_saved(str(grouping_run))[0]
     tokenizer = load_tokenizer(tiny_model_dir)
     ids = torch.tensor([tokenizer("Name the color. item 3")["input_ids"]])
     tasks = {t.name: t for t in load_stream(trained.cfg.stream, 6, None, 0)}
     predictions = RunDir(grouping_run).read_jsonl("predictions.jsonl")
     for adapter, task in [("group-0", "shades"), ("group-1", "echo")]:
         plain = PeftModel.from_pretrained(
-            load_base_model(tiny_model_dir), str(trained.out.adapter_dir(3) / adapter)
+            load_base_model(tiny_model_dir), str(RunDir(grouping_run).adapter_dir(3) / adapter)
         ).eval()
         set_attention(plain, trained.precision, torch.device("cpu"))  # as the run answered (eager in bf16)
         trained.model.set_adapter(adapter)
@@ -230,15 +231,15 @@ def test_route_and_ask_use_the_run_as_an_assistant(grouping_run, capsys):
     assert main(["ask", str(grouping_run), "Repeat the word.", "--input", "w3", "--max-new-tokens", "3"]) == 0
     printed = capsys.readouterr().out
     assert "group-1 (echo)" in printed
-    trained = TrainedRun(str(grouping_run))
+    trained = open_saved(str(grouping_run))[0]
     assert printed.strip().endswith(trained.ask("Repeat the word.", "w3", 3)[1])
     assert main(["route", str(grouping_run), "Name the color.", "--stage", "7"]) == 2
 
 
 def test_eval_of_a_grouping_run_routes_as_the_run_did(grouping_run):
-    from lcia.evaluate import evaluate_run
+    from lcia.pipeline.session import evaluate_saved
 
-    scores = evaluate_run(str(grouping_run), progress=False)
+    scores = evaluate_saved(str(grouping_run), progress=False)
     results = RunDir(grouping_run).read_json("results.json")
     assert list(scores.values()) == results["matrix"][-1]
 

@@ -1,7 +1,8 @@
 import pytest
+from pydantic import ValidationError
 
 from lcia.data.tasks import Task
-from lcia.methods import METHODS, Method, build_method, register
+from lcia.methods import METHODS, Method, MethodParams, build_method, register
 
 
 def _tasks(n):
@@ -21,15 +22,18 @@ def test_stages():
 
 
 def test_unknown_parameters_are_rejected():
-    with pytest.raises(TypeError, match="unknown parameters"):
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         build_method("seq-lora", {"beta": 0.9})
 
 
 def test_a_new_method_is_one_small_registered_class():
     @register("test-only-counting")
     class Counting(Method):
-        def __init__(self, **params):
-            super().__init__(**params)
+        class Params(MethodParams):
+            every: int = 1
+
+        def __init__(self, params=None):
+            super().__init__(params)
             self.steps = 0
 
         def after_optimizer_step(self, ctx):
@@ -39,7 +43,7 @@ def test_a_new_method_is_one_small_registered_class():
             return {"steps": self.steps}
 
     try:
-        method = build_method("test-only-counting")
-        assert isinstance(method, Counting) and method.state_dict() == {"steps": 0}
+        method = build_method("test-only-counting", {"every": "2"})
+        assert isinstance(method, Counting) and method.state_dict() == {"steps": 0} and method.params.every == 2
     finally:
         del METHODS["test-only-counting"]

@@ -1,5 +1,5 @@
 """MoELoRA: the gated mixture against values worked by hand, through the KV cache, in training, in a run, reloaded by
-``TrainedRun`` and resumed mid-stage."""
+``open_saved`` and resumed mid-stage."""
 
 import json
 import os
@@ -10,12 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from lcia.config import TrainingConfig, load_config
-from lcia.core.precision import accelerator_for, set_attention
+from lcia.core.precision import set_attention
 from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted
-from lcia.evaluate import evaluate_run
 from lcia.evaluation.generate import _generate_batch
 from lcia.methods import METHODS, build_method, register
 from lcia.methods.moelora import MoELoRA
@@ -23,8 +22,8 @@ from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters, lora_config
 from lcia.pipeline.checkpoints import Checkpoints
 from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.session import evaluate_saved, open_saved
 from lcia.pipeline.stream_run import run
-from lcia.trained_run import TrainedRun
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
@@ -44,9 +43,9 @@ def _randomise(model, scale=0.3):
 
 
 def test_parameters_are_checked():
-    with pytest.raises(TypeError, match="unknown parameters"):
+    with pytest.raises(ValueError, match="num_experts\n  Extra inputs are not permitted"):
         build_method("moelora", {"num_experts": 4})
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="greater than 0"):
         build_method("moelora", {"experts": 0})
 
 
@@ -101,7 +100,7 @@ def test_greedy_decoding_on_the_kv_cache_equals_decoding_without_it(tiny_model_d
 
 
 def test_every_expert_and_router_gets_gradients_and_trains(tiny_model_dir):
-    from lcia.training.loop import train_stage
+    from conftest import train
 
     method, model = _moelora(tiny_model_dir, {"experts": 3})
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -114,7 +113,7 @@ def test_every_expert_and_router_gets_gradients_and_trains(tiny_model_dir):
 
     tok = load_tokenizer(tiny_model_dir)
     examples = [Example("Name the color.", f"item {i}", "red") for i in range(16)]
-    train_stage(
+    train(
         model,
         tok,
         method,
@@ -124,8 +123,6 @@ def test_every_expert_and_router_gets_gradients_and_trains(tiny_model_dir):
         steps=4,
         cfg=TrainingConfig(batch_size=4, lr=1e-2, checkpoint_every=0),
         seed=0,
-        accelerator=accelerator_for("fp32"),
-        progress=False,
     )
     assert len(grads) == 4 and all(g > 0 for g in grads[-1].values())  # from step 2 on, B no longer zero
     assert all(g == 0 for n, g in grads[0].items() if "lora_B" not in n)  # step 1: B = 0 blocks A's and the router's
@@ -190,14 +187,14 @@ def test_a_run_keeps_experts_and_routers_and_its_trained_run_answers_as_the_run_
     assert set(routers[1]) == set(method.routers) and all(torch.equal(routers[1][k], weights[k]) for k in routers[1])
     model.load_state_dict(weights, strict=False)
     ids = torch.tensor([load_tokenizer(tiny_model_dir)("Name the color. item 3")["input_ids"]])
-    trained = TrainedRun(str(out.path))
+    trained = open_saved(str(out.path))[0]
     set_attention(model, trained.precision, torch.device("cpu"))  # the attention the run answers with
     with torch.no_grad():
         expected = model.eval()(input_ids=ids).logits
         assert torch.allclose(trained.model(input_ids=ids).logits, expected, atol=1e-6)
         plain = load_adapters(load_base_model(tiny_model_dir), folder).eval()  # expert-0 alone, no routers
         assert not torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-3)
-    assert list(evaluate_run(str(out.path), progress=False).values()) == moelora_run.matrix[-1]
+    assert list(evaluate_saved(str(out.path), progress=False).values()) == moelora_run.matrix[-1]
 
 
 class StopsMidStage(MoELoRA):

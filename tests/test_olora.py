@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import train
 from safetensors.torch import load_file
 
 from lcia.config import TrainingConfig, load_config
@@ -12,15 +13,13 @@ from lcia.core.precision import accelerator_for
 from lcia.data.prompts import encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
-from lcia.evaluate import evaluate_run
 from lcia.methods import TrainContext, build_method
 from lcia.methods.olora import OLora
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.pipeline import stream_run as runner
 from lcia.pipeline.run_files import RunDir
-from lcia.trained_run import TrainedRun
-from lcia.training.loop import train_stage
+from lcia.pipeline.session import evaluate_saved, open_saved
 
 
 def _olora_model(tiny_model_dir, params=None, targets=("q_proj",), r=2):
@@ -38,7 +37,7 @@ def _lora_tensors(model, adapter):
 
 
 def test_unknown_parameters_are_refused():
-    with pytest.raises(TypeError, match="unknown parameters \\['lamda_1'\\]"):
+    with pytest.raises(ValueError, match="lamda_1\n  Extra inputs are not permitted"):
         build_method("olora", {"lamda_1": 0.5})
     assert (OLora().orth, OLora().l2) == (0.5, 0.0)  # the official lamda_1, lamda_2
 
@@ -104,11 +103,8 @@ def _train_two_stages(tiny_model_dir, params):
     tokenizer = load_tokenizer(tiny_model_dir)
     logs, snapshots = [], []
     for stage, (task, features) in enumerate(_tasks(tokenizer), start=1):
-        train_stage(
-            model, tokenizer, method, [task], features, stage=stage, steps=5,
-            cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0), seed=0,
-            accelerator=accelerator_for("fp32"), on_step=logs.append, progress=False,
-        )  # fmt: skip
+        cfg = TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0)
+        train(model, tokenizer, method, [task], features, stage=stage, steps=5, cfg=cfg, on_step=logs.append)
         snapshots.append(_lora_tensors(model, "task-1"))
     return method, model, logs, snapshots
 
@@ -206,14 +202,14 @@ def test_a_run_saves_every_adapter_and_lcia_eval_answers_with_their_sum(olora_ru
     assert any("olora_orth" in r for r in out.read_jsonl("train_log.jsonl") if r["stage"] == 2)
 
     for stage, active in [(1, ["task-1"]), (2, ["task-1", "task-2"])]:
-        trained = TrainedRun(str(result.run_dir), stage=stage)
+        trained = open_saved(str(result.run_dir), stage=stage)[0]
         assert trained.model.active_adapters == active
         with torch.no_grad():
             reloaded = trained.model(ids).logits
             assert torch.allclose(reloaded, logits[stage], atol=1e-5)
             trained.model.base_model.set_adapter(["task-1"])  # the last task's adapter matters
             assert stage == 1 or not torch.allclose(trained.model(ids).logits, logits[stage], atol=1e-4)
-    assert list(evaluate_run(str(result.run_dir), progress=False).values()) == result.matrix[-1]
+    assert list(evaluate_saved(str(result.run_dir), progress=False).values()) == result.matrix[-1]
 
 
 def test_a_run_stopped_inside_stage_two_resumes_to_the_uninterrupted_run(

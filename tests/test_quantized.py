@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 from bitsandbytes.nn import Linear4bit
+from conftest import builtin_methods
 from safetensors.torch import load_file
 
-from lcia.evaluate import evaluate_run
 from lcia.models.loading import load_base_model
 from lcia.pipeline import stream_run as runner
-from lcia.trained_run import TrainedRun
+from lcia.pipeline.session import evaluate_saved, open_saved
 
-METHODS = ["seq-lora", "multitask", "ema", "dema", "grouping", "lcia", "ewc", "lwf", "replay", "olora", "moelora"]
+METHODS = builtin_methods(trains=True)
 
 
 @pytest.fixture
@@ -69,9 +69,9 @@ def test_a_4bit_run_resumes_exactly_and_its_adapter_reloads(nf4_config, stop_and
         b = load_file(whole.run_dir / f"adapters/stage-{stage}/adapter_model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
     # `lcia eval` rebuilds the 4-bit base with the saved adapter and gives the run's own last-row answers
-    evaluate_run(str(whole.run_dir), progress=False)
+    evaluate_saved(str(whole.run_dir), progress=False)
     read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
     last_row = [r["prediction"] for r in read(whole.run_dir / "predictions.jsonl") if r["row"] == 2]
     assert [r["prediction"] for r in read(whole.run_dir / "eval/stage-2.predictions.jsonl")] == last_row
-    model = TrainedRun(str(whole.run_dir)).model
+    model = open_saved(str(whole.run_dir))[0].model
     assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, Linear4bit)

@@ -96,10 +96,12 @@ def add_grouping(run: RunDir) -> None:
     ]
     results = run.read_json("results.json")
     results["method"] = {"grouping": {"similarity": "tfidf", "threshold": 0.5, "groups": groups}}
-    results["routing"] = {"final": 0.9167, "per_task": {"add": 1.0, "plural": 0.75, "intent": 1.0}, "rows": [1.0]}
+    own = {"add": "group-0", "plural": "group-1", "intent": "group-1"}
+    results["routing"] = {
+        "final": 0.9167, "per_task": {"add": 1.0, "plural": 0.75, "intent": 1.0}, "rows": [1.0], "task_adapters": own
+    }  # fmt: skip
     run.write_json("results.json", results)
     run.write_json("codebook.json", {"similarity": "tfidf", "threshold": 0.5, "groups": groups})
-    own = {"add": "group-0", "plural": "group-1", "intent": "group-1"}
     run.append(
         "predictions.jsonl",
         [

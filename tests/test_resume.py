@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lcia.errors import LciaError
-from lcia.methods.base import METHODS, Method, register
+from lcia.methods.base import METHODS, Method, MethodParams, register
 from lcia.pipeline.checkpoints import Checkpoints, load_state, save_state
 from lcia.pipeline.run_files import RunDir
 from lcia.pipeline.stream_run import run
@@ -120,9 +120,12 @@ def test_a_second_process_cannot_write_the_same_run(tiny_config, tmp_path):
 class NanLoss(Method):
     """Poisons the loss on the steps listed in ``steps`` (all steps when empty)."""
 
-    def __init__(self, steps=()):
-        super().__init__()
-        self.steps = set(steps)
+    class Params(MethodParams):
+        steps: list[int] = []
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.steps = set(self.params.steps)
 
     def loss(self, ctx, batch, outputs):
         return torch.tensor(float("nan")) if not self.steps or ctx.step in self.steps else None
@@ -153,10 +156,10 @@ def test_pickled_files_in_a_checkpoint_are_refused(tiny_config):
 
 
 def test_eval_refuses_a_pickled_adapter(tiny_config):
-    from lcia.evaluate import evaluate_run
+    from lcia.pipeline.session import evaluate_saved
 
     result = run(tiny_config, progress=False, log=lambda *_: None)
     adapter = RunDir(result.run_dir).adapter_dir(2)
     torch.save({}, adapter / "adapter_model.bin")
     with pytest.raises(LciaError, match=r"adapter_model\.bin: pickled file refused"):
-        evaluate_run(str(result.run_dir), stage=2, progress=False)
+        evaluate_saved(str(result.run_dir), stage=2, progress=False)

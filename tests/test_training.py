@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import train
 
 from lcia.config import TrainingConfig
-from lcia.core.precision import accelerator_for
 from lcia.methods.base import Method
-from lcia.training.loop import length_grouped_batches, train_stage
+from lcia.training.loop import length_grouped_batches
 
 
 class Recorder(Method):
@@ -32,7 +32,7 @@ def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_lora):
     tok, model, task, examples = tiny_lora()
     method = Recorder()
     logged = []
-    stats = train_stage(
+    stats = train(
         model,
         tok,
         method,
@@ -42,9 +42,7 @@ def test_hooks_run_once_per_optimizer_step_with_accumulation(tiny_lora):
         steps=3,
         cfg=TrainingConfig(batch_size=4, grad_accum=2, lr=1e-2),
         seed=0,
-        accelerator=accelerator_for("fp32"),
         on_step=logged.append,
-        progress=False,
     )
     assert method.calls == ["before_task"] + ["after_backward", "after_optimizer_step"] * 3 + ["after_task"]
     assert [r["step"] for r in logged] == [1, 2, 3] and stats["steps"] == 3
@@ -55,7 +53,7 @@ def test_training_learns_and_touches_only_lora(tiny_lora):
     tok, model, task, examples = tiny_lora()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     logged = []
-    train_stage(
+    train(
         model,
         tok,
         Method(),
@@ -65,9 +63,7 @@ def test_training_learns_and_touches_only_lora(tiny_lora):
         steps=30,
         cfg=TrainingConfig(batch_size=8, lr=3e-2),
         seed=0,
-        accelerator=accelerator_for("fp32"),
         on_step=logged.append,
-        progress=False,
     )
     assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import builtin_methods
 from PIL import Image
 from safetensors import safe_open
 
@@ -165,10 +166,9 @@ def test_the_projector_trains_beside_lora_and_is_saved_with_the_adapter(tiny_mod
 
 
 def test_a_run_on_images_writes_the_grid_and_lcia_eval_and_ask_reuse_it(vision_config, image_stream):
-    from lcia.evaluate import evaluate_run
     from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.session import evaluate_saved, open_saved
     from lcia.pipeline.stream_run import run
-    from lcia.trained_run import TrainedRun
 
     result = run(vision_config("method.name=dema", "method.params.log_every=1"), progress=False, log=lambda *_: None)
     assert len(result.matrix) == 3 and all(len(row) == 2 for row in result.matrix)
@@ -181,9 +181,9 @@ def test_a_run_on_images_writes_the_grid_and_lcia_eval_and_ask_reuse_it(vision_c
     # The dynamic EMA covers the projector as it does the LoRA tensors.
     coefficients = out.read_jsonl("ema_coefficients.jsonl")
     assert any(PROJECTOR in name for record in coefficients for name in record["coefficient"])
-    scores = evaluate_run(str(result.run_dir), progress=False)
+    scores = evaluate_saved(str(result.run_dir), progress=False)
     assert [scores[t] for t in result.tasks] == result.matrix[-1]
-    trained = TrainedRun(str(result.run_dir))
+    trained = open_saved(str(result.run_dir))[0]
     image = image_stream.parent / "images" / "sq0.png"
     _, answer = trained.ask("What color is the shape? Answer with one word.", image=str(image), max_new_tokens=3)
     last = [p for p in predictions if p["row"] == 2 and p["task"] == "colors" and p["image"] == str(image)]
@@ -191,19 +191,7 @@ def test_a_run_on_images_writes_the_grid_and_lcia_eval_and_ask_reuse_it(vision_c
         assert answer == last[0]["prediction"]
 
 
-TRAINING_METHODS = [
-    "seq-lora",
-    "multitask",
-    "ema",
-    "dema",
-    "grouping",
-    "lcia",
-    "ewc",
-    "lwf",
-    "replay",
-    "olora",
-    "moelora",
-]
+TRAINING_METHODS = builtin_methods(trains=True)
 
 
 @pytest.mark.parametrize("method", TRAINING_METHODS)
@@ -270,8 +258,8 @@ def tiny_llava_dir(tmp_path_factory, tiny_model_dir):
 
 
 def test_a_hugging_face_llava_runs_through_its_own_processor(vision_config, tiny_llava_dir):
-    from lcia.evaluate import evaluate_run
     from lcia.pipeline.run_files import RunDir
+    from lcia.pipeline.session import evaluate_saved
     from lcia.pipeline.stream_run import run
 
     result = run(vision_config(f"model.name_or_path={tiny_llava_dir}"), progress=False, log=lambda *_: None)
@@ -283,5 +271,5 @@ def test_a_hugging_face_llava_runs_through_its_own_processor(vision_config, tiny
     assert any("multi_modal_projector" in k for k in keys)
     lora = [k for k in keys if "lora_" in k]
     assert lora and all("language_model" in k for k in lora)  # the vision tower stays frozen, without LoRA
-    scores = evaluate_run(str(result.run_dir), progress=False)
+    scores = evaluate_saved(str(result.run_dir), progress=False)
     assert [scores[t] for t in result.tasks] == result.matrix[-1]

@@ -1,4 +1,5 @@
-"""``lcia run | eval | metrics | report | sweep | compare | route | ask``: parses arguments, calls the library."""
+"""``lcia run | sweep | compare | methods | metrics | report | eval | route | ask``: parses arguments, calls the
+library."""
 
 from __future__ import annotations
 
@@ -51,11 +52,6 @@ def _cmd_run(args) -> None:
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
     if "routing" in results:
-        groups = results["method"]["grouping"]["groups"]
-        console.print(
-            f"{len(groups)} groups: " + "; ".join(f"{g['adapter']} ({', '.join(g['tasks'])})" for g in groups),
-            soft_wrap=True,
-        )
         console.print(f"routing accuracy (last row): {results['routing']['final']:.3f}")
     console.print(
         f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)"
@@ -84,9 +80,9 @@ def _cmd_metrics(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from lcia.evaluate import evaluate_run
+    from lcia.pipeline.session import evaluate_saved
 
-    scores = evaluate_run(args.run_dir, stage=args.stage, stream=args.stream, progress=not args.quiet)
+    scores = evaluate_saved(args.run_dir, stage=args.stage, stream=args.stream, progress=not args.quiet)
     for task, score in scores.items():
         console.print(f"{task}: {score:.3f}")
 
@@ -169,74 +165,73 @@ def _cmd_compare(args) -> None:
 def _cmd_route(args) -> None:
     from rich.table import Table
 
-    from lcia.trained_run import TrainedRun
+    from lcia.pipeline.session import open_saved
 
-    trained = TrainedRun(args.run_dir, args.stage)
-    adapter, scores = trained.route(args.instruction)
-    if adapter is None:
-        console.print(f"{args.run_dir} keeps one adapter (no codebook): it answers every instruction")
+    session, _ = open_saved(args.run_dir, args.stage)
+    route = session.method.explain_route(args.instruction)
+    if not route.scores:
+        console.print(f"{args.run_dir} ({session.cfg.method.name}): {route.rule}")
         return
-    table = Table(
-        "group", "similarity", "tasks", title=f"routing (nearest instruction, {trained.codebook.similarity.name})"
-    )
-    for group in sorted(trained.codebook.groups, key=lambda g: -scores[g.adapter]):
-        mark = " <-" if group.adapter == adapter else ""
-        table.add_row(group.adapter + mark, f"{scores[group.adapter]:.3f}", ", ".join(group.tasks))
+    table = Table("adapter", "score", "trained on", title=f"routing ({route.rule})")
+    for adapter, score in sorted(route.scores.items(), key=lambda item: -item[1]):
+        mark = " <-" if adapter == route.adapter else ""
+        table.add_row(adapter + mark, f"{score:.3f}", route.holds.get(adapter, ""))
     console.print(table)
-    if scores[adapter] == 0:
-        console.print(f"nothing in the codebook is similar: {adapter}, the first of the tied groups, answers")
+    if route.scores[route.adapter] == 0:
+        console.print(f"nothing routes this instruction: {route.adapter}, the first of the tied adapters, answers")
 
 
 def _cmd_ask(args) -> None:
-    from lcia.trained_run import TrainedRun
+    from lcia.pipeline.session import open_saved
 
-    trained = TrainedRun(args.run_dir, args.stage)
-    adapter, answer = trained.ask(args.instruction, args.input, args.max_new_tokens, args.image)
-    if adapter is not None:
-        tasks = ", ".join(trained.codebook.group(adapter).tasks)
-        console.print(f"[dim]{adapter} ({tasks})[/]", soft_wrap=True)
+    session, _ = open_saved(args.run_dir, args.stage)
+    route, answer = session.ask(args.instruction, args.input, args.max_new_tokens, args.image)
+    if route.adapter is not None:
+        console.print(f"[dim]{route.adapter} ({route.holds.get(route.adapter, '')})[/]", soft_wrap=True)
     print(answer)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lcia", description="Continual instruction tuning with the full evaluation grid."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cmd_methods(args) -> None:
+    from rich.table import Table
 
-    p = sub.add_parser("run", help="train a stream of tasks and evaluate the (T+1) x T grid")
+    from lcia.methods import METHODS
+
+    for name in sorted(METHODS) if not args.names else args.names:
+        cls = _method_class(name)
+        caps = cls.capabilities
+        flags = [f"trains: {'yes' if caps.trains else 'no'}", f"DDP: {'yes' if caps.ddp else 'no'}"]
+        flags.append(f"old data: {'yes' if caps.needs_old_data else 'no'}")
+        console.print(f"[bold]{name}[/]: {(cls.__doc__ or '').strip()} [dim]({'; '.join(flags)})[/]", soft_wrap=True)
+        fields = cls.Params.model_fields
+        if not fields:
+            continue
+        table = Table("parameter", "default", "help", show_edge=False, pad_edge=False)
+        for key, info in fields.items():
+            table.add_row(key, repr(info.default), info.description or "")
+        console.print(table)
+
+
+def _method_class(name: str):
+    from lcia.methods import method_class
+
+    try:
+        return method_class(name)
+    except ValueError as err:
+        raise LciaError(str(err)) from None
+
+
+def _training_commands(sub) -> None:
+    p = sub.add_parser(
+        "run", help="train a stream of tasks and evaluate the (T+1) x T grid",
+        epilog="Methods and their parameters (method.name, method.params.KEY): lcia methods",
+    )  # fmt: skip
     p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. training.steps=60",
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, "
+                   "e.g. training.steps=60 or method.params.lam=1e5")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
-
-    p = sub.add_parser("eval", help="evaluate a run's saved adapter on a stream's test sets")
-    p.add_argument("run_dir")
-    p.add_argument("--stage", type=int, default=None, help="adapter after this stage (default: the last)")
-    p.add_argument("--stream", default=None, help="another stream to evaluate on (default: the run's)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser("metrics", help="print a run's matrix and metrics")
-    p.add_argument("run_dir")
-    p.add_argument(
-        "--bootstrap", type=int, default=None, help="resamples for the intervals (default: the run's; 0: none)"
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.set_defaults(func=_cmd_metrics)
-
-    p = sub.add_parser("report", help="report.md, a LaTeX table and figures for one or more runs side by side")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default=None, help="folder to write into (default: the run's own, or ./report)")
-    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("sweep", help="one config over seeds, task orders and streams, then one report")
     p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
@@ -250,24 +245,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="several methods on the same stream, seeds and budget; one comparison table")
     p.add_argument("config", nargs="?", help="run config YAML (default: the built-in demo settings)")
-    p.add_argument(
-        "--methods",
-        required=True,
-        help="comma-separated methods, each NAME or NAME:KEY=VALUE,..., e.g. seq-lora,ewc:lam=1e5,gamma=0.9,lwf",
-    )
+    p.add_argument("--methods", required=True, help="comma-separated methods, each NAME or NAME:KEY=VALUE,..., "
+                   "e.g. seq-lora,ewc:lam=1e5,gamma=0.9,lwf")  # fmt: skip
     p.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3 (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--out", default=None, help="folder of the runs and the comparison (default: runs/compare-NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("route", help="which group (adapter) of a run an instruction goes to, with the similarities")
+    p = sub.add_parser("methods", help="the registered methods, their capabilities and parameters with defaults")
+    p.add_argument("names", nargs="*", metavar="METHOD", help="only these methods")
+    p.set_defaults(func=_cmd_methods)
+
+
+def _results_commands(sub) -> None:
+    p = sub.add_parser("metrics", help="print a run's matrix and metrics")
+    p.add_argument("run_dir")
+    p.add_argument("--bootstrap", type=int, default=None, help="resamples for the intervals (default: the run's; "
+                   "0: none)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("report", help="report.md, a LaTeX table and figures for one or more runs side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="folder to write into (default: the run's own, or ./report)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _saved_run_commands(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's saved adapter on a stream's test sets")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", type=int, default=None, help="adapter after this stage (default: the last)")
+    p.add_argument("--stream", default=None, help="another stream to evaluate on (default: the run's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("route", help="which adapter of a run an instruction goes to, and why (the method's scores)")
     p.add_argument("run_dir")
     p.add_argument("instruction")
-    p.add_argument("--stage", type=int, default=None, help="the codebook after this stage (default: the last)")
+    p.add_argument("--stage", type=int, default=None, help="the run as after this stage (default: the last)")
     p.set_defaults(func=_cmd_route)
 
-    p = sub.add_parser("ask", help="answer with a trained run: the instruction routed to its group's adapter")
+    p = sub.add_parser("ask", help="answer with a trained run: the instruction routed to its adapter by the method")
     p.add_argument("run_dir")
     p.add_argument("instruction")
     p.add_argument("--input", default="", help="the instance (e.g. the question); empty: the instruction alone")
@@ -275,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--image", default="", help="an image file, for a run on a stream with images")
     p.set_defaults(func=_cmd_ask)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    description = "Continual instruction tuning with the full evaluation grid."
+    parser = argparse.ArgumentParser(prog="lcia", description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _training_commands(sub)
+    _results_commands(sub)
+    _saved_run_commands(sub)
     return parser
 
 

@@ -27,17 +27,10 @@ from pydantic import ValidationError
 
 from lcia.config import RunConfig, parse_value
 from lcia.errors import LciaError
-from lcia.reporting.report import (
-    Comparison,
-    compare,
-    comparison_section,
-    definitions_section,
-    group_settings,
-    label_runs,
-    load_run,
-    write_report,
-)
+from lcia.reporting.report import comparison_section, definitions_section, write_report
+from lcia.reporting.runs import Comparison, compare, group_settings, label_runs, load_run
 from lcia.sweep import run_or_resume
+from lcia.yamlfile import validation_error
 
 
 def split_methods(text: str) -> list[str]:
@@ -84,8 +77,7 @@ def compare_configs(base: RunConfig, methods: list[str], seeds: list[int], out: 
         try:
             configs.append(RunConfig.model_validate(cfg))
         except ValidationError as err:
-            first = err.errors()[0]
-            raise LciaError(f"--methods {spec}: {first['msg'].removeprefix('Value error, ')}") from None
+            raise LciaError(f"--methods {spec}: {validation_error(err, None)}") from None
     return configs
 
 

@@ -18,13 +18,15 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
 
 from lcia.errors import input_error
+from lcia.methods import DEFAULT_METHOD, method_class
 from lcia.models.loading import SMOLLM2
-from lcia.yamlfile import YamlFile, validate
+from lcia.yamlfile import NestedError, YamlFile, validate
 
 
 class _Section(BaseModel):
@@ -101,29 +103,26 @@ class LoggingConfig(_Section):
 
 
 class MethodConfig(_Section):
-    name: str = "seq-lora"
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = DEFAULT_METHOD  # a registered method (``lcia methods`` lists them with their parameters)
+    params: dict[str, Any] = Field(default_factory=dict)  # checked against the method's own ``Params``
 
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        from lcia.methods import METHODS
-
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r} (known: {', '.join(sorted(METHODS))})")
+        method_class(value)
         return value
 
     @field_validator("params")
     @classmethod
     def _params_fit(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        from lcia.methods import build_method
-
-        if "name" in info.data:  # a bad name is reported on its own
-            try:
-                build_method(info.data["name"], value)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{info.data['name']}: {err}") from None
-        return value
+        """The parameters the config sets, with the values the method's ``Params`` made of them."""
+        if "name" not in info.data:  # a bad name is reported on its own
+            return value
+        try:
+            params = method_class(info.data["name"]).Params.model_validate(value)
+        except ValidationError as err:
+            raise NestedError.first_of(err) from None
+        return params.model_dump(mode="json", exclude_unset=True)
 
 
 class RunConfig(_Section):

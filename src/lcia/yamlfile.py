@@ -52,6 +52,20 @@ class YamlFile:
         return line
 
 
+class NestedError(ValueError):
+    """A validator's error about a value inside the one it validates (e.g. a key of ``method.params``): ``loc``
+    locates it there, so the one-line error names its field and line."""
+
+    def __init__(self, message: str, loc: tuple):
+        super().__init__(message)
+        self.loc = loc
+
+    @classmethod
+    def first_of(cls, err: ValidationError) -> NestedError:
+        first = err.errors()[0]
+        return cls(first["msg"].removeprefix("Value error, "), tuple(first["loc"]))
+
+
 def field_name(loc: tuple) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
 
@@ -68,12 +82,14 @@ def validation_error(
     ``prefix`` locates the validated value in the file; ``name`` (default: ``prefix``) is how it is called.
     """
     first = err.errors()[0]
-    inner = tuple(k for k in first["loc"] if not (isinstance(k, str) and "[" in k))  # drop union tags
+    nested = first.get("ctx", {}).get("error")
+    inner = tuple(first["loc"]) + (nested.loc if isinstance(nested, NestedError) else ())
+    inner = tuple(k for k in inner if not (isinstance(k, str) and "[" in k))  # drop union tags
     loc = prefix + inner
     field = field_name((prefix if name is None else name) + inner)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     message = first["msg"].removeprefix("Value error, ") + more
-    if any(loc[: len(o)] == o for o in overridden):
+    if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden):
         return input_error(message, file="--set", field=field)
     if source is None:
         return input_error(message, field=field)

@@ -84,3 +84,9 @@ def set_attention(model, precision: str, device: torch.device) -> None:
     """Eager attention for a bf16 run on a CPU (faster there), the model's own choice elsewhere."""
     if precision == "bf16" and device.type == "cpu":
         model.set_attn_implementation("eager")
+
+
+def answering_precision(run_precision: str) -> str:
+    """The precision a saved run answers in here: its own, but fp32 where this machine would emulate bf16 (on a
+    CPU without native bf16 that is about 30 times slower) and answers could then differ from the run's."""
+    return "bf16" if run_precision == "bf16" and resolve_precision("auto") == "bf16" else "fp32"

@@ -187,7 +187,7 @@ class DynamicEma:
     # --- resuming ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "ema": dict(self.ema),
+            "average": dict(self.ema),
             "prev_grad": dict(self.prev_grad),
             "prev_param": dict(self.prev_param),
             "counts": dict(self.counts),
@@ -197,7 +197,7 @@ class DynamicEma:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["settings"] != asdict(self.settings):
             raise LciaError(f"EMA state was saved with settings {state['settings']}, not {asdict(self.settings)}")
-        self.ema = {k: v.float() for k, v in state["ema"].items()}
+        self.ema = {k: v.float() for k, v in state["average"].items()}
         self.prev_grad = {k: v.float() for k, v in state["prev_grad"].items()}
         self.prev_param = {k: v.float() for k, v in state["prev_param"].items()}
         self.counts = dict(state["counts"])

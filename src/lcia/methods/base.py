@@ -9,15 +9,22 @@ The training loop (``lcia.training.loop``) calls, in order, for every stage of t
         optimizer.step(); method.after_optimizer_step(ctx)       accumulated gradient)
     after_task(ctx)                       once, after the last step
 
-and the evaluator asks ``route(example)`` which adapter answers each test example. ``state_dict`` /
-``load_state_dict`` carry everything a method needs to resume, and ``restore_model`` rebuilds in a
-fresh model what that state implies (e.g. the adapters of later groups) before weights are loaded.
-Methods never touch files or the CLI: what they want kept goes through ``ctx.emit`` (JSON lines),
-``summary`` (results.json) and ``artifacts`` (JSON or safetensors files the runner writes beside each
-stage's adapters, which ``load_stage`` reads back when ``lcia eval | ask`` reuse a trained run).
+Everything else about a method lives in its class too, so that a method is one file:
 
-A method is registered under its config name with ``@register("name")``; its constructor takes the
-``method.params`` of the run config as keyword arguments.
+* ``Params``: its parameters as a typed pydantic model (defaults, help text, validation); ``method.params``
+  of the run config is checked against it, and ``lcia methods`` lists it.
+* ``capabilities``: what it needs and where it works; the runner and the loop enforce them.
+* ``route`` / ``explain_route`` / ``task_adapters``: which adapter answers an example, why (``lcia route``),
+  and which adapter each task trained (routing accuracy).
+* ``artifacts`` / ``load_stage``: files kept beside each stage's adapters, and what a saved stage needs
+  to answer again (``lcia eval | ask | route``).
+* ``summary`` / ``report_lines`` / ``report_figures``: what it did, for results.json and ``lcia report``.
+* ``state_dict`` / ``load_state_dict`` / ``restore_model``: everything needed to resume.
+
+Methods never touch files or the CLI: what they want kept goes through ``ctx.emit`` (JSON lines),
+``summary`` (results.json) and ``artifacts``. A class registered with ``@register("name")`` in a module of
+``lcia.methods`` (or a package's ``lcia.methods`` entry point) is found by its name; docs/methods.md is the
+guide to writing one.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
+
+from lcia.models.lora import add_lora
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,12 +51,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a method needs and where it works (declared, and checked by the runner)."""
+    """What a method needs and where it works; each flag is enforced where it matters."""
 
-    trains: bool = True  # False: the model is never updated (rows after row 0 repeat it)
-    ddp: bool = True  # correct under data parallelism (gradients synchronised before the hooks)
-    sharded: bool = False  # correct under sharded parameters (FSDP / ZeRO-3)
-    needs_old_data: bool = False  # keeps examples of earlier tasks
+    trains: bool = True  # False: the model is never updated (the runner repeats row 0)
+    ddp: bool = True  # correct under data parallelism (else the runner refuses several processes)
+    needs_old_data: bool = False  # trains on examples of earlier tasks (else the loop refuses them)
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameters: an unknown key or a bad value is an error naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass
@@ -63,15 +78,25 @@ class TrainContext:
     emit: Callable[[str, dict], None] = lambda name, record: None  # a record for the run's <name>.jsonl
 
 
+@dataclass
+class Route:
+    """How one instruction was routed: the answering adapter and, for ``lcia route``, each candidate's score."""
+
+    adapter: str | None  # None: the active adapter(s) answer
+    scores: dict[str, float] = field(default_factory=dict)  # candidate adapter -> score
+    holds: dict[str, str] = field(default_factory=dict)  # candidate adapter -> what it trained on
+    rule: str = "one adapter answers every instruction"  # how the choice is made
+
+
 class Method:
-    """Base class: plain sequential fine-tuning of one LoRA adapter. Subclasses override hooks."""
+    """Base class: plain sequential fine-tuning of one LoRA adapter. Subclasses override what differs."""
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    Params: ClassVar[type[MethodParams]] = MethodParams
 
-    def __init__(self, **params: Any):
-        if params:
-            raise TypeError(f"method {self.name!r} got unknown parameters {sorted(params)}")
+    def __init__(self, params: MethodParams | None = None):
+        self.params = params if params is not None else self.Params()
 
     # --- the stream -------------------------------------------------------------------------------
     def stages(self, tasks: list[Task]) -> list[list[Task]]:
@@ -80,12 +105,10 @@ class Method:
 
     def setup(self, model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
         """Prepare the model once before the stream (default: one trainable LoRA adapter)."""
-        from lcia.models.lora import add_lora
-
         return add_lora(model, lora)
 
     def train_examples(self, tasks: list[Task]) -> list[Example]:
-        """The examples a stage trains on (replay-style methods add old ones here)."""
+        """The examples a stage trains on; others than the stage's own need ``needs_old_data``."""
         return [example for task in tasks for example in task.train]
 
     # --- hooks around the training loop -------------------------------------------------------------
@@ -96,7 +119,7 @@ class Method:
         """An extra loss term added to the model's loss (None: nothing).
 
         ``outputs.logits`` holds only the positions that predict answer tokens, ``[answer tokens,
-        vocab]`` in the order of ``batch["labels"][:, 1:] != -100`` (``lcia.training.loop.answer_forward``).
+        vocab]`` in the order of ``batch["labels"][:, 1:] != -100`` (``lcia.models.forward.answer_forward``).
         """
         return None
 
@@ -109,18 +132,17 @@ class Method:
     def after_task(self, ctx: TrainContext) -> None:
         pass
 
-    # --- evaluation --------------------------------------------------------------------------------
+    # --- answering ---------------------------------------------------------------------------------
     def route(self, example: Example) -> str | None:
         """The adapter that answers ``example`` (None: the active one)."""
-        return None
+        return self.explain_route(example.instruction).adapter
+
+    def explain_route(self, instruction: str) -> Route:
+        """The route of an instruction with what decided it (default: nothing to decide)."""
+        return Route(None)
 
     def task_adapters(self) -> dict[str, str]:
         """The adapter each trained task's test instances should be routed to (scores routing accuracy)."""
-        return {}
-
-    # --- reporting ----------------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        """What the method did, for results.json (e.g. counts of fallbacks, groups formed)."""
         return {}
 
     def artifacts(self) -> dict[str, Any]:
@@ -129,10 +151,26 @@ class Method:
         return {}
 
     def load_stage(self, model: PeftModel, folder: Path) -> PeftModel:
-        """For ``lcia eval | ask``: a saved stage's adapters are loaded into ``model`` with plain PEFT (the first
-        one active); set up, from the ``artifacts`` saved in ``folder``, whatever else answering needs (several
-        active adapters, a router). Returns the model (default: unchanged)."""
+        """For ``lcia eval | ask | route``: a saved stage's adapters are loaded into ``model`` with plain PEFT (the
+        first one active); set up, from the ``artifacts`` saved in ``folder``, whatever else answering needs
+        (several active adapters, a router, a codebook). Returns the model (default: unchanged)."""
         return model
+
+    # --- reporting ----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What the method did, for results.json (e.g. counts of fallbacks, groups formed)."""
+        return {}
+
+    @classmethod
+    def report_lines(cls, run) -> list[str]:
+        """Markdown paragraphs for the method's part of ``lcia report`` on a finished run (``lcia.reporting.runs.Run``:
+        its config, results with this method's ``summary`` under ``method``, and its files)."""
+        return []
+
+    @classmethod
+    def report_figures(cls, run, directory: Path) -> list[tuple[str, Path]]:
+        """(caption, PNG path) of the method's figures for ``run``, drawn into ``directory``."""
+        return []
 
     # --- resuming ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -157,9 +195,13 @@ def register(name: str):
     return wrap
 
 
-def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
-    import lcia.methods  # noqa: F401  (registers the built-in methods)
-
+def method_class(name: str) -> type[Method]:
     if name not in METHODS:
-        raise KeyError(name)
-    return METHODS[name](**(params or {}))
+        raise ValueError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
+    return METHODS[name]
+
+
+def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    """The method registered as ``name`` with ``params`` validated by its ``Params`` (pydantic.ValidationError)."""
+    cls = method_class(name)
+    return cls(cls.Params.model_validate(params or {}))

@@ -22,7 +22,7 @@ it decays). The squared gradients of LoRA tensors are small: after 40 steps of a
 of mean F that drifted 0.02 is pulled back by lam * F * 0.02 = 5e-3 at lam = 1e4: as strongly as its
 own task gradient (about sqrt(F)) pushes it.
 Stores three fp32 copies of the adapter (F, theta*, the running F_task). Elementwise only, so it is
-correct under DDP (gradients are synchronised before the hook); sharded parameters are untested.
+correct under DDP (gradients are synchronised before the hook).
 """
 
 from __future__ import annotations
@@ -30,18 +30,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field, NonNegativeFloat
 
 from lcia.core.params import trainable
-from lcia.methods.base import Capabilities, Method, TrainContext, register
+from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 
 
 @register("ewc")
 class Ewc(Method):
-    capabilities = Capabilities(ddp=True, sharded=False)
+    """Online EWC: a diagonal-Fisher penalty that keeps the elements earlier tasks needed near their values."""
 
-    def __init__(self, lam: float = 1e4, gamma: float = 1.0, **params: Any):
-        super().__init__(**params)
-        self.lam, self.gamma = float(lam), float(gamma)
+    capabilities = Capabilities(ddp=True)
+
+    class Params(MethodParams):
+        lam: NonNegativeFloat = Field(1e4, description="weight of the penalty (lam / 2) F (theta - theta*)^2")
+        gamma: float = Field(1.0, ge=0.0, le=1.0, description="decay of earlier tasks' Fisher (1: kept in full)")
+
+    def __init__(self, params: Params | None = None):
+        super().__init__(params)
+        self.lam, self.gamma = self.params.lam, self.params.gamma
         self.fisher: dict[str, torch.Tensor] = {}  # running F, fp32, one per trainable tensor
         self.anchor: dict[str, torch.Tensor] = {}  # theta*: the weights after the last task
         self.task_fisher: dict[str, torch.Tensor] = {}  # sum of squared task gradients this task

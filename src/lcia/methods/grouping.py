@@ -6,13 +6,10 @@ training; below it a new adapter and group are added. Every test instance is the
 instruction to the group holding the most similar one, and answered by that group's adapter.
 ``lcia`` trains with the dynamic EMA of ``dema`` on the active group's adapter (the paper's full method).
 
-Parameters (``method.params``):
-    similarity    tfidf (default: the official code's TF-IDF cosine) | embedding (all-MiniLM-L6-v2)
-    threshold     a number, or a preset of the backend: original (tfidf 0.90, embedding 0.75; the default)
-                  | diverse (tfidf 0.30, embedding 0.50), for streams with paraphrased instructions
-    adapter_init  fresh (default: a new group's adapter starts as PEFT initialises LoRA, i.e. at the base
-                  model, as the paper's figure) | fork (a copy of the adapter trained last, as the official code)
-    ``lcia`` also takes every ``dema`` parameter (preset, multiplier, fallback, ...).
+Parameters: ``similarity``, ``threshold`` and ``adapter_init`` (``GroupingParams``); ``lcia`` also takes
+every ``dema`` parameter (preset, multiplier, fallback, ...). The codebook is kept as codebook.json beside
+each stage's adapters, so a saved stage routes in ``lcia eval | ask | route`` as it did in the run;
+``lcia report`` shows the groups formed.
 
 Stores the codebook (a few strings per group) and one adapter per group: memory and saved size grow
 with the number of groups, a step costs what ``seq-lora``'s does. Tasks of different groups never
@@ -21,15 +18,43 @@ share weights, so they cannot overwrite each other; the price is that they canno
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, ValidationInfo, field_validator
 
+from lcia.core.files import read_json
 from lcia.mechanisms.codebook import Codebook, Group
 from lcia.mechanisms.similarity import build_similarity, resolve_threshold
-from lcia.methods.base import Capabilities, Method, TrainContext, register
+from lcia.methods.base import Capabilities, Method, MethodParams, Route, TrainContext, register
 from lcia.methods.ema import DynamicEmaMethod
 from lcia.models.lora import add_lora
+from lcia.reporting.tables import markdown_table
+
+CODEBOOK = "codebook.json"
+
+
+class GroupingParams(MethodParams):
+    similarity: Literal["tfidf", "embedding"] = Field(
+        "tfidf", description="tfidf: the official code's TF-IDF cosine; embedding: all-MiniLM-L6-v2 (paraphrases)"
+    )
+    threshold: float | Literal["original", "diverse"] = Field(
+        "original",
+        description="a number in [0, 1], or a preset of the backend: original (tfidf 0.90, embedding 0.75) | "
+        "diverse (tfidf 0.30, embedding 0.50), for streams with paraphrased instructions",
+    )
+    adapter_init: Literal["fresh", "fork"] = Field(
+        "fresh",
+        description="a new group's adapter starts as PEFT initialises LoRA (fresh, as the paper's figure) or as "
+        "a copy of the adapter trained last (fork, as the official code)",
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_valid(cls, value, info: ValidationInfo):
+        if "similarity" in info.data:
+            resolve_threshold(info.data["similarity"], value)
+        return value
 
 
 def copy_adapter(model, source: str, target: str) -> None:
@@ -43,18 +68,17 @@ def copy_adapter(model, source: str, target: str) -> None:
 
 @register("grouping")
 class Grouping(Method):
+    """One LoRA adapter per group of similar instructions; each test instance routed by its instruction."""
+
     # DDP: every rank makes the same decisions from the same instructions, and the training loop wraps
     # each stage's model after before_task, so a new group's adapter is in the wrapper.
-    capabilities = Capabilities(ddp=True, sharded=False)
+    capabilities = Capabilities(ddp=True)
+    Params = GroupingParams
 
-    def __init__(
-        self, similarity: str = "tfidf", threshold: float | str = "original", adapter_init: str = "fresh", **params
-    ):
-        super().__init__(**params)
-        if adapter_init not in ("fresh", "fork"):
-            raise ValueError(f"adapter_init must be 'fresh' or 'fork', got {adapter_init!r}")
-        self.codebook = Codebook(build_similarity(similarity), resolve_threshold(similarity, threshold))
-        self.adapter_init = adapter_init
+    def __init__(self, params: GroupingParams | None = None):
+        super().__init__(params)
+        similarity = self.params.similarity
+        self.codebook = Codebook(build_similarity(similarity), resolve_threshold(similarity, self.params.threshold))
         self.active = "group-0"  # the adapter being trained (created by setup, before any group exists)
         self.decisions: list[dict] = []
 
@@ -73,7 +97,7 @@ class Grouping(Method):
         else:
             adapter = f"group-{len(self.codebook.groups)}"
             model.add_adapter(adapter, self.lora)
-            if self.adapter_init == "fork":
+            if self.params.adapter_init == "fork":
                 copy_adapter(model, self.active, adapter)
         model.set_adapter(adapter)
         self.active = adapter
@@ -91,17 +115,37 @@ class Grouping(Method):
         ctx.emit("grouping", record)
         super().before_task(ctx)
 
-    def route(self, example) -> str | None:
-        return self.codebook.route(example.instruction)[0] if self.codebook.groups else None
+    def explain_route(self, instruction: str) -> Route:
+        if not self.codebook.groups:
+            return super().explain_route(instruction)
+        adapter, scores = self.codebook.route(instruction)
+        holds = {g.adapter: ", ".join(g.tasks) for g in self.codebook.groups}
+        return Route(adapter, scores, holds, f"nearest instruction, {self.codebook.similarity.name} similarity")
 
     def task_adapters(self) -> dict[str, str]:
         return self.codebook.task_adapters()
 
-    def summary(self) -> dict[str, Any]:
-        return super().summary() | {"grouping": {**self.codebook.to_json(), "adapter_init": self.adapter_init}}
-
     def artifacts(self) -> dict[str, Any]:
-        return {"codebook.json": self.codebook.to_json() | {"decisions": self.decisions}}
+        return super().artifacts() | {CODEBOOK: self.codebook.to_json() | {"decisions": self.decisions}}
+
+    def load_stage(self, model, folder):
+        data = read_json(folder / CODEBOOK)
+        self.codebook = Codebook.from_json(data, build_similarity(data["similarity"]))
+        return super().load_stage(model, folder)
+
+    def summary(self) -> dict[str, Any]:
+        return super().summary() | {"grouping": {**self.codebook.to_json(), "adapter_init": self.params.adapter_init}}
+
+    @classmethod
+    def report_lines(cls, run) -> list[str]:
+        grouping = run.results.get("method", {}).get("grouping")
+        if not grouping:
+            return super().report_lines(run)
+        rows = [[g["adapter"], ", ".join(g["tasks"]), str(len(g["instructions"]))] for g in grouping["groups"]]
+        return [
+            f"Groups formed ({grouping.get('similarity')} similarity, threshold {grouping.get('threshold')}):",
+            markdown_table(["adapter", "tasks", "instructions"], rows),
+        ] + super().report_lines(run)
 
     def state_dict(self) -> dict[str, Any]:
         groups = [[g.adapter, g.instructions, g.tasks] for g in self.codebook.groups]
@@ -123,3 +167,6 @@ class Grouping(Method):
 @register("lcia")
 class Lcia(Grouping, DynamicEmaMethod):
     """Instruction grouping with the dynamic EMA on each group's adapter: the paper's full method."""
+
+    class Params(GroupingParams, DynamicEmaMethod.Params):
+        pass

@@ -14,7 +14,7 @@ The training log gets ``lwf_kl``.
 
 Parameters: ``lam`` (default 1.0), ``temperature`` T (default 2.0, as the LwF paper).
 Stores one copy of the adapter; costs one extra forward pass (no backward) per micro-batch, about a
-third of a step. Correct under DDP (each rank distils its own batch); sharded parameters are untested.
+third of a step. Correct under DDP (each rank distils its own batch).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from lcia.core.params import trainable
-from lcia.methods.base import Capabilities, Method, TrainContext, register
+from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 from lcia.models.forward import answer_forward
 
 
@@ -38,11 +39,17 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: 
 
 @register("lwf")
 class Lwf(Method):
-    capabilities = Capabilities(ddp=True, sharded=False)
+    """Learning without Forgetting: distillation toward the previous model's answer distributions."""
 
-    def __init__(self, lam: float = 1.0, temperature: float = 2.0, **params: Any):
-        super().__init__(**params)
-        self.lam, self.temperature = float(lam), float(temperature)
+    capabilities = Capabilities(ddp=True)
+
+    class Params(MethodParams):
+        lam: NonNegativeFloat = Field(1.0, description="weight of the distillation term")
+        temperature: PositiveFloat = Field(2.0, description="softmax temperature T (2, as the LwF paper)")
+
+    def __init__(self, params: Params | None = None):
+        super().__init__(params)
+        self.lam, self.temperature = self.params.lam, self.params.temperature
         self.previous: dict[str, torch.Tensor] = {}  # the trainable tensors at the end of the last task
 
     def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:

@@ -40,30 +40,34 @@ from typing import Any
 
 import torch
 from peft.tuners.lora import LoraLayer
+from pydantic import Field, PositiveInt
 from safetensors.torch import load_file
 from torch.utils.hooks import RemovableHandle
 
+from lcia.core.files import read_json
 from lcia.errors import input_error
-from lcia.methods.base import Capabilities, Method, register
+from lcia.methods.base import Capabilities, Method, MethodParams, register
 from lcia.models.lora import add_lora, shared_whole_modules
-from lcia.pipeline.run_files import RunDir
 
 ROUTERS, CONFIG = "moelora_router.safetensors", "moelora.json"
 
 
 @register("moelora")
 class MoELoRA(Method):
+    """MoELoRA (CoIN): a mixture of LoRA experts with a learned token-wise router in every LoRA layer."""
+
     # Every expert and router exists from setup on (nothing appears after a DDP wrapper is built), all of them take
     # part in every forward pass and the hooks keep no state across calls: data parallelism only averages gradients.
-    # Not declared for sharded parameters: routers and hooks on FSDP-flattened layers are untested.
-    capabilities = Capabilities(ddp=True, sharded=False)
+    capabilities = Capabilities(ddp=True)
 
-    def __init__(self, experts: int = 4, expert_r: int | None = None, **params: Any):
-        super().__init__(**params)
-        if experts < 1 or (expert_r is not None and expert_r < 1):
-            raise ValueError(f"experts and expert_r must be at least 1, got {experts} and {expert_r}")
-        self.experts = [f"expert-{e}" for e in range(experts)]
-        self.expert_r = expert_r
+    class Params(MethodParams):
+        experts: PositiveInt = Field(4, description="LoRA experts per layer")
+        expert_r: PositiveInt | None = Field(None, description="rank of each expert (default: lora.r // experts)")
+
+    def __init__(self, params: Params | None = None):
+        super().__init__(params)
+        self.experts = [f"expert-{e}" for e in range(self.params.experts)]
+        self.expert_r = self.params.expert_r
         self.routers: dict[str, torch.nn.Linear] = {}  # parameter name -> router, for the saved stages
         self._hooks: list[RemovableHandle] = []
 
@@ -117,7 +121,7 @@ class MoELoRA(Method):
         return {ROUTERS: {name: router.weight for name, router in self.routers.items()}, CONFIG: self.summary()}
 
     def load_stage(self, model, folder: Path):
-        config = RunDir(folder).read_json(CONFIG)
+        config = read_json(folder / CONFIG)
         self.experts, self.expert_r = config["experts"], config["expert_r"]
         self._mix(model)
         weights = load_file(str(folder / ROUTERS))

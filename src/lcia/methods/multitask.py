@@ -9,6 +9,8 @@ from lcia.methods.base import Capabilities, Method, register
 
 @register("multitask")
 class Multitask(Method):
+    """One LoRA trained on all tasks at once: the usual upper bound (only Avg.ACC is defined)."""
+
     capabilities = Capabilities(needs_old_data=True)
 
     def stages(self, tasks):

@@ -24,21 +24,28 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel
+from pydantic import Field, NonNegativeFloat
 from transformers import PreTrainedModel
 
-from lcia.methods.base import Capabilities, Method, TrainContext, register
+from lcia.core.files import read_json
+from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 from lcia.models.lora import add_lora, shared_whole_modules
-from lcia.pipeline.run_files import RunDir
 
 
 @register("olora")
 class OLora(Method):
     # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
-    capabilities = Capabilities(ddp=True, sharded=False)
+    """O-LoRA: a new LoRA per task, kept orthogonal to the frozen adapters of earlier tasks."""
 
-    def __init__(self, orth: float = 0.5, l2: float = 0.0, **params: Any):
-        super().__init__(**params)
-        self.orth, self.l2 = float(orth), float(l2)
+    capabilities = Capabilities(ddp=True)
+
+    class Params(MethodParams):
+        orth: NonNegativeFloat = Field(0.5, description="weight of the orthogonality term (the official lamda_1)")
+        l2: NonNegativeFloat = Field(0.0, description="weight of the new adapter's L2 term (the official lamda_2)")
+
+    def __init__(self, params: Params | None = None):
+        super().__init__(params)
+        self.orth, self.l2 = self.params.orth, self.params.l2
         self.adapters: list[str] = []  # one per stage begun, in order; the last one trains
         self._terms: tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]] | None = None
 
@@ -98,7 +105,7 @@ class OLora(Method):
         return {"olora.json": {"adapters": self.adapters, "active": self.adapters}}
 
     def load_stage(self, model: PeftModel, folder: Path) -> PeftModel:
-        model.base_model.set_adapter(RunDir(folder).read_json("olora.json")["active"], inference_mode=True)
+        model.base_model.set_adapter(read_json(folder / "olora.json")["active"], inference_mode=True)
         return model
 
     def state_dict(self) -> dict[str, Any]:

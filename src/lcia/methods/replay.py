@@ -22,14 +22,13 @@ beside each stage's adapters. It stores examples of earlier tasks: ``needs_old_d
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, NonNegativeInt
 
 from lcia.data.schema import Example
-from lcia.methods.base import Capabilities, Method, TrainContext, register
-
-SAMPLINGS = ("balanced", "reservoir")
+from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 
 
 def _as_example(record: dict) -> Example:
@@ -38,15 +37,19 @@ def _as_example(record: dict) -> Example:
 
 @register("replay")
 class Replay(Method):
-    capabilities = Capabilities(ddp=True, sharded=True, needs_old_data=True)
+    """Experience replay: earlier tasks' examples from a bounded buffer trained beside each new task's."""
 
-    def __init__(self, buffer_size: int = 200, sampling: str = "balanced", **params: Any):
-        super().__init__(**params)
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        if buffer_size < 0:
-            raise ValueError(f"buffer_size must be >= 0, got {buffer_size}")
-        self.buffer_size, self.sampling = int(buffer_size), sampling
+    capabilities = Capabilities(ddp=True, needs_old_data=True)
+
+    class Params(MethodParams):
+        buffer_size: NonNegativeInt = Field(200, description="the most examples kept")
+        sampling: Literal["balanced", "reservoir"] = Field(
+            "balanced", description="balanced: an equal share per task seen | reservoir: Vitter's algorithm R"
+        )
+
+    def __init__(self, params: Params | None = None):
+        super().__init__(params)
+        self.buffer_size, self.sampling = self.params.buffer_size, self.params.sampling
         self.buffer: dict[str, list[Example]] = {}  # task name -> its kept examples, in kept order
         self.seen = 0  # training examples offered to the buffer so far (reservoir sampling)
 

@@ -8,4 +8,4 @@ from lcia.methods.base import Method, register
 
 @register("seq-lora")
 class SeqLoRA(Method):
-    pass
+    """One LoRA adapter trained on each task in turn: the usual continual-tuning baseline."""

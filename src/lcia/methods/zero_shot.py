@@ -5,7 +5,9 @@ from lcia.methods.base import Capabilities, Method, register
 
 @register("zero-shot")
 class ZeroShot(Method):
-    capabilities = Capabilities(trains=False, sharded=True)
+    """The base model, never trained: every row of its matrix is row 0 (the floor)."""
+
+    capabilities = Capabilities(trains=False)
 
     def setup(self, model, lora):
         return model

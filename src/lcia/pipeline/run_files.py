@@ -5,18 +5,19 @@ manifest.json        versions, git commit, seed, hardware, timings per stage and
 results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
 predictions.jsonl    one line per (row, task, test example): prediction, references, score
 train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
-<name>.jsonl         a method's own log (e.g. ema_coefficients.jsonl, grouping.jsonl)
-<name>.json          a method's artifacts (e.g. codebook.json; <name>.safetensors for tensors), also kept
-                     in each adapters/stage-K/
+<name>.jsonl         a method's own log (``ctx.emit``; its docstring names it, e.g. ema_coefficients)
+<name>.json          a method's artifacts (JSON, or <name>.safetensors for tensors), also kept in each
+                     adapters/stage-K/
 adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
                      subfolder per adapter when a method keeps several)
-checkpoints/         the last checkpoint, to resume from (see lcia.pipeline.checkpoints)
+checkpoints/         the last two checkpoints, to resume from (see lcia.pipeline.checkpoints)
 tensorboard/, wandb/ live logs, when logging.tensorboard / logging.wandb ask for them
 .lock                held by the process writing the run
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from lcia.core.files import replace_atomic, write_atomic
+from lcia.core.files import disk_full, read_json, replace_atomic, write_atomic, write_json
 from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.grid import Cell
@@ -71,7 +72,7 @@ class RunDir:
             shutil.rmtree(self.path / folder, ignore_errors=True)
 
     def write_json(self, name: str, data) -> None:
-        write_atomic(self.path / name, json.dumps(data, indent=2) + "\n")
+        write_json(self.path / name, data)
 
     def write_artifact(self, name: str, data) -> None:
         """A method's artifact: JSON, or safetensors for a name ending in ``.safetensors`` (a dict of tensors)."""
@@ -81,21 +82,23 @@ class RunDir:
         replace_atomic(self.path / name, lambda tmp: save_file(tensors, tmp))
 
     def read_json(self, name: str):
-        path = self.path / name
-        if not path.exists():
+        if not (self.path / name).exists():
             raise input_error(f"no {name}: not a run directory, or the run has not started", file=self.path)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise input_error(f"invalid JSON: {err.msg}", file=path, line=err.lineno) from None
+        return read_json(self.path / name)
 
     def write_config(self, config: dict) -> None:
         write_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def append(self, name: str, records: list[dict]) -> None:
-        with open(self.path / name, "a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+        """Lines added at the end; a full disk may leave the last one half written, which readers skip and a
+        resumed run drops (``keep_rows``, ``keep_train_log``)."""
+        try:
+            with open(self.path / name, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(record) + "\n" for record in records))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.path / name, err) from None
+            raise
 
     def append_cell(self, cell: Cell, task: Task, name: str = "predictions.jsonl") -> None:
         """One line per test example of ``task``: prediction, references, score, answering adapter (and image)."""

@@ -1,13 +1,17 @@
-"""The stream as a sequence of cells: row 0, then for each stage: train, checkpoint, evaluate.
+"""The stream run: row 0, then for each stage train -> save -> evaluate, as named steps.
 
-    row 0                 evaluate the untrained model on every task
-    for each stage k:     train (method hooks around the loop) -> checkpoint + adapter -> row k
-    at the end            metrics with bootstrap intervals (and routing accuracy) -> results.json
+    open          read, check and tokenise the stream; create (or cut back) the run directory; load the
+                  model (``Session``); restore the newest intact checkpoint: the one place a checkpoint is
+                  restored
+    evaluate_row  every task's test set with the current model: one row of the matrix, future tasks included
+    train_stage   the training loop on the stage's examples, with the method's hooks
+    save_stage    the stage-end checkpoint, the stage's adapters and the method's artifacts
+    finish        metrics with bootstrap intervals, the method's summary, routing accuracy -> results.json
 
-Every task is evaluated in every row, future tasks included, so the matrix is complete. All data is
-read, validated and tokenised before the model is loaded, so bad input fails in seconds, not hours in.
-``resume=True`` continues a stopped run from its last checkpoint and the rows already in results.json;
-the finished matrix equals that of an uninterrupted run.
+All data is read, validated and tokenised before the model is loaded, so bad input fails in seconds, not
+hours in. ``resume=True`` continues a stopped run from its newest intact checkpoint and the rows already in
+results.json; the finished matrix equals that of an uninterrupted run. A run directory moved to another
+path or machine resumes from there.
 """
 
 from __future__ import annotations
@@ -23,25 +27,21 @@ from transformers import set_seed
 
 from lcia.config import RunConfig
 from lcia.core import distributed
-from lcia.core.precision import accelerator_for, inference_autocast, resolve_precision, set_attention
+from lcia.core.files import DiskFull
+from lcia.core.precision import resolve_precision
 from lcia.data.images import uses_images
-from lcia.data.prompts import encode_for_training
 from lcia.data.streams import load_stream, order_tasks
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted
-from lcia.evaluation.grid import evaluate_task
 from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
 from lcia.evaluation.routing import routing_accuracy
 from lcia.methods import build_method
-from lcia.models.loading import load_base_model, load_tokenizer
-from lcia.models.lora import lora_config
-from lcia.models.prealign import prealign
-from lcia.models.vision import ENCODER, EncoderFeatures, image_slots, load_vision_language_model, lora_targets
 from lcia.pipeline.checkpoints import Checkpoints
 from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.session import Session
 from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
-from lcia.training.loop import train_stage
+from lcia.training.loop import Stage, StageEvents, check_examples, train_stage
 
 
 @dataclass
@@ -50,6 +50,25 @@ class RunResult:
     tasks: list[str]
     matrix: list[list[float]]
     metrics: dict
+
+
+def run(
+    cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print
+) -> RunResult:
+    """Train and evaluate the stream of ``cfg``; the whole grid, metrics and predictions in its run directory."""
+    try:
+        stream = StreamRun(cfg, progress=progress, log=log)
+        with stream.opened(overwrite=overwrite, resume=resume):
+            if not stream.matrix:
+                stream.evaluate_row(0)
+            for stage in range(1, len(stream.stages) + 1):
+                if stream.needs_training(stage):
+                    stream.save_stage(stage, stream.train_stage(stage))
+                if len(stream.matrix) <= stage:
+                    stream.evaluate_row(stage)
+            return stream.finish()
+    except (Interrupted, DiskFull) as err:
+        raise type(err)(f"{err}; continue with: lcia run --resume {cfg.run_dir()}") from None
 
 
 def results_record(tasks: list[Task], stages: list[list[Task]], matrix: list[list[float]]) -> dict:
@@ -88,237 +107,188 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
-def run(
-    cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print
-) -> RunResult:
-    try:
-        return _run(cfg, overwrite=overwrite, resume=resume, progress=progress, log=log)
-    except Interrupted as err:
-        raise Interrupted(f"{err}; continue with: lcia run --resume {cfg.run_dir()}") from None
+class StreamRun:
+    """One run of a stream, step by step; ``run`` above drives it. Only rank 0 of a multi-process launch
+    writes the run directory and logs; every rank reads it."""
 
+    def __init__(self, cfg: RunConfig, *, progress: bool, log):
+        self.cfg, self.started = cfg, time.perf_counter()
+        state = distributed.process_state()
+        self.main = state.is_main_process
+        self.progress, self.log = (progress, log) if self.main else (False, lambda *_: None)
+        self.out, self.checkpoints = RunDir(cfg.run_dir()), Checkpoints(Path(cfg.run_dir()))
+        data = cfg.data
+        self.tasks = order_tasks(load_stream(cfg.stream, data.test_size, data.train_size, data.split_seed), data.order)
+        method = build_method(cfg.method.name, cfg.method.params)
+        distributed.refuse_unsupported(state, method)
+        images = uses_images(ex for t in self.tasks for ex in t.train)
+        self.session = Session.open(cfg, method, images=images)
+        self.stages = method.stages(self.tasks)
+        self.features = self._encode()
+        # global step at the end of each stage, for the live logs
+        self.ends = [cfg.training.steps * sum(map(len, self.stages[:k])) for k in range(len(self.stages) + 1)]
+        self.matrix: list[list[float]] = []
+        self.record: dict = {}  # the manifest
+        self.latest: dict | None = None  # the checkpoint resumed from
+        self.resume = None  # its loop state, when it lies inside a stage
 
-def _open_run_dir(out: RunDir, cfg: RunConfig, processes: dict, *, overwrite: bool, resume: bool, log) -> None:
-    """Create the run directory, or cut a stopped one back to its last row and checkpoint."""
-    if resume:
-        record = out.read_json("manifest.json")
-        started_with = record.get("distributed", {"processes": 1})["processes"]
-        if started_with != processes["processes"]:
-            log(
-                f"note: resumed on {processes['processes']} processes, started on {started_with}: the same batches, "
-                "but a resumed stage's LoRA dropout masks differ from an uninterrupted run's"
-            )
-        rows = len(out.read_json("results.json")["matrix"]) if (out.path / "results.json").exists() else 0
-        out.keep_rows(rows)
-        latest = Checkpoints(out.path).latest()
-        out.keep_train_log(latest)
-        log(
-            f"resuming {out.path}: {rows} rows done, "
-            + (f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint")
-        )
-    else:
-        out.create(overwrite)
-        out.write_config(cfg.model_dump(mode="json"))
-        record = manifest(cfg.seed)
-        record["timings"] = {"stages": [], "rows": []}
-        record["distributed"] = processes
-    # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
-    record.setdefault("precision", resolve_precision(cfg.training.precision))
-    out.write_json("manifest.json", record)
-
-
-def vision_record(cfg: RunConfig, model, images, device, tokenizer, progress: bool) -> dict:
-    """Pre-align the packaged model's projector (cached) and say what the run's vision side is."""
-    if not isinstance(images, EncoderFeatures):
-        return {"model": "hugging-face", "image_tokens": images.slots.count}
-    vision = cfg.vision
-    model.to(device)
-    aligned = prealign(
-        model,
-        tokenizer,
-        images,
-        name_or_path=cfg.model.name_or_path,
-        steps=vision.prealign_steps,
-        batch_size=vision.prealign_batch_size,
-        lr=vision.prealign_lr,
-        seed=cfg.seed,
-        max_length=cfg.training.max_length,
-        progress=progress,
-    )
-    return {"model": "packaged", "encoder": ENCODER, "image_tokens": images.slots.count, "prealign": aligned}
-
-
-def _run(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool, log) -> RunResult:
-    started = time.perf_counter()
-    state = distributed.process_state()
-    main = state.is_main_process  # only rank 0 writes the run directory and logs; every rank reads it
-    if not main:
-        log, progress = (lambda *_: None), False
-    out = RunDir(cfg.run_dir())
-    tasks = order_tasks(
-        load_stream(cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed), cfg.data.order
-    )
-    method = build_method(cfg.method.name, cfg.method.params)
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
-    # A stream with images runs on a vision-language model (lcia.models.vision); prompts then hold image tokens.
-    slots = image_slots(cfg.model.name_or_path, tokenizer) if uses_images(ex for t in tasks for ex in t.train) else None
-    encode = lambda ex: encode_for_training(tokenizer, ex, cfg.training.max_length, slots)  # noqa: E731
-    encoded = {ex: encode(ex) for task in tasks for ex in task.train}
-    for task in tasks:
-        cut = sum(encoded[ex].truncated for ex in task.train)
-        if cut:
-            log(
-                f"warning: task {task.name}: {cut} of {len(task.train)} training examples exceed training.max_length "
-                f"({cfg.training.max_length} tokens): their prompts keep head and tail"
-            )
-
-    distributed.refuse_unsupported(state, method)
-    with out.lock() if main else nullcontext():
-        if main:
-            processes = {"processes": state.num_processes, "type": state.distributed_type.value}
-            _open_run_dir(out, cfg, processes, overwrite=overwrite, resume=resume, log=log)
-        distributed.barrier()
-        record = out.read_json("manifest.json")
-        matrix = out.read_json("results.json")["matrix"] if resume and (out.path / "results.json").exists() else []
-        precision = record["precision"]  # a resumed run keeps the one it started in
-        checkpoints = Checkpoints(out.path)
-        latest = checkpoints.latest() if resume else None
-
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        set_seed(cfg.seed)
-        accelerator = accelerator_for(precision)
-        images, targets, whole = None, cfg.lora.target_modules, None
-        if slots is None:
-            model = load_base_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device)
-        else:
-            model, images = load_vision_language_model(
-                cfg.model.name_or_path, cfg.model.dtype, cfg.model.quantization, accelerator.device, slots, cfg.seed
-            )
-            record.setdefault("vision", vision_record(cfg, model, images, accelerator.device, tokenizer, progress))
-            targets, whole = lora_targets(model, cfg.lora.target_modules)
-        lora = lora_config(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, targets, whole)
-        model = method.setup(model, lora).to(accelerator.device)
-        set_attention(model, precision, accelerator.device)  # after the pre-alignment, which is fp32 and cached
-        model.eval()
-        stages = method.stages(tasks)
-
-        ends = [cfg.training.steps * sum(map(len, stages[:k])) for k in range(len(stages) + 1)]  # global steps
-        resumed_at = ends[latest["stage"] - 1] + latest["step"] if latest else None
-        with closing(RunLoggers(cfg, out.path, resumed_at, enabled=main)) as loggers:
-            with stop_on_signals() as should_stop:
-
-                def evaluate_row(row: int) -> None:
-                    t0, scores = time.perf_counter(), []
-                    # bf16 weight copies made once for the row, not per task (generate_answers nests)
-                    with inference_autocast(model, precision, accelerator.device):
-                        for task in tasks:
-                            if distributed.any_rank(should_stop()):
-                                raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")
-                            cell = evaluate_task(
-                                model,
-                                tokenizer,
-                                task,
-                                row,
-                                route=method.route,
-                                batch_size=cfg.evaluation.batch_size,
-                                max_length=cfg.evaluation.max_length,
-                                progress=progress,
-                                images=images,
-                                precision=precision,
-                            )
-                            if main:
-                                out.append_cell(cell, task)
-                            scores.append(round(cell.score, 4))
-                    matrix.append(scores)
-                    record["timings"]["rows"].append(round(time.perf_counter() - t0, 2))
-                    if main:
-                        out.write_json("results.json", results_record(tasks, stages, matrix))
-                        out.write_json("manifest.json", record)
-                    log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(tasks, scores)))
-                    loggers.scalars({f"score/{t.name}": s for t, s in zip(tasks, scores)}, ends[row])
-
-                def on_step(record: dict, offset: int) -> None:
-                    out.append("train_log.jsonl", [record])
-                    scalars = {k: v for k, v in record.items() if k not in ("stage", "step", "skipped")}
-                    loggers.scalars({f"train/{k}": v for k, v in scalars.items()}, offset + record["step"])
-
-                if latest is not None:  # weights and method state (a stage's examples may depend on it, e.g. replay)
-                    checkpoints.restore(latest, model, method)
-                if not matrix:
-                    evaluate_row(0)
-                for stage, stage_tasks in enumerate(stages, start=1):
-                    done = latest is not None and (
-                        stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"])
-                    )
-                    if method.capabilities.trains and not done:
-                        mid_stage = latest if latest is not None and latest["stage"] == stage else None
-                        examples = method.train_examples(stage_tasks)
-                        features = [encoded.get(ex) or encode(ex) for ex in examples]
-                        stats = train_stage(
-                            model,
-                            tokenizer,
-                            method,
-                            stage_tasks,
-                            features,
-                            stage=stage,
-                            steps=cfg.training.steps * len(stage_tasks),
-                            cfg=cfg.training,
-                            seed=cfg.seed,
-                            accelerator=accelerator,
-                            checkpoints=checkpoints,
-                            resume=mid_stage,
-                            should_stop=should_stop,
-                            on_step=(lambda r, offset=ends[stage - 1]: on_step(r, offset)) if main else None,
-                            emit=(lambda name, r: out.append(f"{name}.jsonl", [r])) if main else None,
-                            progress=progress,
-                            images=images,
-                        )
-                        steps = cfg.training.steps * len(stage_tasks)
-                        checkpoints.save(
-                            {"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]},
-                            model,
-                            method,
-                        )
-                        if main:
-                            model.save_pretrained(out.adapter_dir(stage), safe_serialization=True)
-                            for name, data in method.artifacts().items():  # beside the run and the stage's adapters
-                                out.write_artifact(name, data)
-                                RunDir(out.adapter_dir(stage)).write_artifact(name, data)
-                        record["timings"]["stages"].append(
-                            {"stage": stage, "tasks": [t.name for t in stage_tasks], **stats}
-                        )
-                        trained = stats["steps"] - stats["resumed_at_step"]
-                        log(
-                            f"stage {stage} ({'+'.join(t.name for t in stage_tasks)}): {trained} steps "
-                            f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
-                            + "".join(f", {k} {v}" for k, v in stats.get("method", {}).items())
-                        )
-                    if len(matrix) > stage:
-                        continue
-                    if method.capabilities.trains:
-                        evaluate_row(stage)
-                    else:  # the model did not change: greedy decoding gives row 0 again
-                        matrix.append(list(matrix[stage - 1]))
-                        if main:
-                            out.repeat_row(stage)
-                            out.write_json("results.json", results_record(tasks, stages, matrix))
-
-            distributed.barrier()  # rank 0 has written every prediction that the metrics read
-            results = results_record(tasks, stages, matrix) | metrics_of(
-                out, [t.name for t in tasks], matrix, cfg.evaluation.bootstrap
-            )
-            summary = method.summary()
-            if summary:
-                results["method"] = summary
-            if method.task_adapters():
-                results["routing"] = routing_accuracy(
-                    out.read_jsonl("predictions.jsonl"), method.task_adapters(), results["stages"]
+    def _encode(self) -> dict:
+        """Every task's training examples tokenised, with a warning per task where prompts were cut."""
+        encoded = {ex: self.session.encode(ex) for task in self.tasks for ex in task.train}
+        max_length = self.cfg.training.max_length
+        for task in self.tasks:
+            cut = sum(encoded[ex].truncated for ex in task.train)
+            if cut:
+                self.log(
+                    f"warning: task {task.name}: {cut} of {len(task.train)} training examples exceed "
+                    f"training.max_length ({max_length} tokens): their prompts keep head and tail"
                 )
-            loggers.scalars({f"metrics/{k}": v for k, v in results["metrics"].items() if v is not None}, ends[-1])
-            record["timings"]["total_seconds"] = round(
-                record["timings"].get("total_seconds", 0) + time.perf_counter() - started, 2
+        return encoded
+
+    # --- open ----------------------------------------------------------------------------------------
+    @contextmanager
+    def opened(self, *, overwrite: bool, resume: bool):
+        with self.out.lock() if self.main else nullcontext(), stop_on_signals() as self.should_stop:
+            self._open(overwrite=overwrite, resume=resume)
+            resumed_at = self.ends[self.latest["stage"] - 1] + self.latest["step"] if self.latest else None
+            with closing(RunLoggers(self.cfg, self.out.path, resumed_at, enabled=self.main)) as self.loggers:
+                yield self
+
+    def _open(self, *, overwrite: bool, resume: bool) -> None:
+        if self.main:
+            self._prepare_run_dir(overwrite=overwrite, resume=resume)
+        distributed.barrier()
+        self.record = self.out.read_json("manifest.json")
+        if resume and (self.out.path / "results.json").exists():
+            self.matrix = self.out.read_json("results.json")["matrix"]
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        set_seed(self.cfg.seed)
+        self.session.load_for_training(self.record["precision"], self.progress)  # the precision it started in
+        if self.session.vision is not None:
+            self.record.setdefault("vision", self.session.vision)
+        if resume:
+            self.latest = self.checkpoints.latest(log=self.log)
+        if self.latest is not None:  # weights and method state (a stage's examples may depend on it, e.g. replay)
+            self.resume = self.checkpoints.restore(self.latest, self.session.model, self.session.method)
+
+    def _prepare_run_dir(self, *, overwrite: bool, resume: bool) -> None:
+        """Create the run directory, or cut a stopped one back to its last row and newest intact checkpoint."""
+        out = self.out
+        if resume:
+            record = out.read_json("manifest.json")
+            started_with = record.get("distributed", {"processes": 1})["processes"]
+            if started_with != distributed.world_size():
+                self.log(
+                    f"note: resumed on {distributed.world_size()} processes, started on {started_with}: the same "
+                    "batches, but a resumed stage's LoRA dropout masks differ from an uninterrupted run's"
+                )
+            rows = len(out.read_json("results.json")["matrix"]) if (out.path / "results.json").exists() else 0
+            out.keep_rows(rows)
+            latest = self.checkpoints.latest(log=self.log)
+            out.keep_train_log(latest)
+            done = f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint"
+            self.log(f"resuming {out.path}: {rows} rows done, {done}")
+        else:
+            out.create(overwrite)
+            out.write_config(self.cfg.model_dump(mode="json"))
+            record = manifest(self.cfg.seed)
+            record["timings"] = {"stages": [], "rows": []}
+            state = distributed.process_state()
+            record["distributed"] = {"processes": state.num_processes, "type": state.distributed_type.value}
+        # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
+        record.setdefault("precision", resolve_precision(self.cfg.training.precision))
+        out.write_json("manifest.json", record)
+
+    # --- the steps -----------------------------------------------------------------------------------
+    def evaluate_row(self, row: int) -> None:
+        """Row ``row`` of the matrix; a method that never trains repeats the row before (greedy decoding)."""
+        started = time.perf_counter()
+        if row and not self.session.method.capabilities.trains:
+            scores = list(self.matrix[row - 1])
+            if self.main:
+                self.out.repeat_row(row)
+        else:
+            keep = (lambda cell, task: self.out.append_cell(cell, task)) if self.main else None
+            scores = self.session.evaluate_row(
+                self.tasks, row, on_cell=keep, should_stop=self.should_stop, progress=self.progress
             )
-            if main:
-                out.write_json("results.json", results)
-                out.write_json("manifest.json", record)
-    return RunResult(out.path, results["tasks"], matrix, results["metrics"])
+            self.record["timings"]["rows"].append(round(time.perf_counter() - started, 2))
+            self.log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(self.tasks, scores)))
+            self.loggers.scalars({f"score/{t.name}": s for t, s in zip(self.tasks, scores)}, self.ends[row])
+        self.matrix.append(scores)
+        if self.main:
+            self.out.write_json("results.json", results_record(self.tasks, self.stages, self.matrix))
+            self.out.write_json("manifest.json", self.record)
+
+    def needs_training(self, stage: int) -> bool:
+        """Whether ``stage`` still trains: not for a method that never trains, nor when a checkpoint ends it."""
+        latest = self.latest
+        done = latest is not None and (
+            stage < latest["stage"] or (stage == latest["stage"] and latest["step"] == latest["steps"])
+        )
+        return self.session.method.capabilities.trains and not done
+
+    def train_stage(self, stage: int) -> dict:
+        """Train stage ``stage`` (continuing it from the checkpoint resumed from, if that lies inside it)."""
+        session, tasks = self.session, self.stages[stage - 1]
+        examples = session.method.train_examples(tasks)
+        check_examples(session.method, tasks, examples)
+        features = [self.features.get(ex) or session.encode(ex) for ex in examples]
+        resume = self.resume if self.latest is not None and self.latest["stage"] == stage else None
+        events = StageEvents(should_stop=self.should_stop, progress=self.progress, save=self._checkpoint)
+        if self.main:
+            events.on_step = lambda record: self._log_step(record, self.ends[stage - 1])
+            events.emit = lambda name, record: self.out.append(f"{name}.jsonl", [record])
+        steps = self.cfg.training.steps * len(tasks)
+        inputs = Stage(stage, tasks, features, steps)
+        stats = train_stage(session.learner, inputs, self.cfg.training, self.cfg.seed, resume=resume, events=events)
+        self.log(
+            f"stage {stage} ({'+'.join(t.name for t in tasks)}): {stats['steps'] - stats['resumed_at_step']} steps "
+            f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
+            + "".join(f", {k} {v}" for k, v in stats.get("method", {}).items())
+        )
+        return stats
+
+    def _checkpoint(self, progress: dict, optimizer=None, scheduler=None) -> None:
+        self.checkpoints.save(progress, self.session.model, self.session.method, optimizer, scheduler)
+
+    def _log_step(self, record: dict, offset: int) -> None:
+        self.out.append("train_log.jsonl", [record])
+        scalars = {k: v for k, v in record.items() if k not in ("stage", "step", "skipped")}
+        self.loggers.scalars({f"train/{k}": v for k, v in scalars.items()}, offset + record["step"])
+
+    def save_stage(self, stage: int, stats: dict) -> None:
+        """The stage-end checkpoint, then the stage's adapters (plain PEFT layout) with the method's artifacts."""
+        steps = stats["steps"]
+        self._checkpoint({"stage": stage, "step": steps, "steps": steps, "skipped_steps": stats["skipped_steps"]})
+        if self.main:
+            folder = self.out.adapter_dir(stage)
+            self.session.model.save_pretrained(folder, safe_serialization=True)
+            for name, data in self.session.method.artifacts().items():  # beside the run and the stage's adapters
+                self.out.write_artifact(name, data)
+                RunDir(folder).write_artifact(name, data)
+        tasks = [t.name for t in self.stages[stage - 1]]
+        self.record["timings"]["stages"].append({"stage": stage, "tasks": tasks, **stats})
+
+    def finish(self) -> RunResult:
+        """Metrics with intervals, the method's summary and routing accuracy, written to results.json."""
+        distributed.barrier()  # rank 0 has written every prediction that the metrics read
+        method, names = self.session.method, [t.name for t in self.tasks]
+        results = results_record(self.tasks, self.stages, self.matrix) | metrics_of(
+            self.out, names, self.matrix, self.cfg.evaluation.bootstrap
+        )
+        if method.summary():
+            results["method"] = method.summary()
+        adapters = method.task_adapters()
+        if adapters:
+            routing = routing_accuracy(self.out.read_jsonl("predictions.jsonl"), adapters, results["stages"])
+            results["routing"] = routing | {"task_adapters": adapters}
+        metrics = {f"metrics/{k}": v for k, v in results["metrics"].items() if v is not None}
+        self.loggers.scalars(metrics, self.ends[-1])
+        timings = self.record["timings"]
+        timings["total_seconds"] = round(timings.get("total_seconds", 0) + time.perf_counter() - self.started, 2)
+        if self.main:
+            self.out.write_json("results.json", results)
+            self.out.write_json("manifest.json", self.record)
+        return RunResult(self.out.path, results["tasks"], self.matrix, results["metrics"])

@@ -17,7 +17,7 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 _GROUP_INDEX = re.compile(r"(\d+)$")
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,7 +26,7 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI)
     return path
 
@@ -62,7 +62,7 @@ def trained_cells(stages: list[list[str]], tasks: list[str], rows: int) -> list[
 def accuracy_matrix_heatmap(matrix, tasks, stages, title: str, path: Path) -> Path:
     values = np.asarray(matrix, dtype=float)
     rows, columns = values.shape
-    figure = _figure(max(6.0, 0.85 * columns + 3.0), max(3.5, 0.45 * rows + 2.0))
+    figure = new_figure(max(6.0, 0.85 * columns + 3.0), max(3.5, 0.45 * rows + 2.0))
     ax = figure.add_subplot()
     image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     _annotate_cells(ax, values, dark=values < 0.6)  # viridis is dark at the low end
@@ -73,7 +73,7 @@ def accuracy_matrix_heatmap(matrix, tasks, stages, title: str, path: Path) -> Pa
     ax.set_ylabel("model")
     ax.set_title(f"{title}\naccuracy matrix A[row][task] (red: right after training on the task)", fontsize=10)
     figure.colorbar(image, ax=ax, label="test score")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def task_scores_across_stages(matrix, tasks, stages, title: str, path: Path) -> Path:
@@ -81,7 +81,7 @@ def task_scores_across_stages(matrix, tasks, stages, title: str, path: Path) -> 
     rows = values.shape[0]
     colors = _task_colors(len(tasks))
     trained_row = {tasks[c]: r for r, c in trained_cells(stages, tasks, rows)}
-    figure = _figure(max(7.0, 0.7 * rows + 4.0), 4.5)
+    figure = new_figure(max(7.0, 0.7 * rows + 4.0), 4.5)
     ax = figure.add_subplot()
     for c, task in enumerate(tasks):
         ax.plot(range(rows), values[:, c], marker="o", markersize=4, color=colors[c], label=task)
@@ -94,7 +94,7 @@ def task_scores_across_stages(matrix, tasks, stages, title: str, path: Path) -> 
     ax.grid(alpha=0.3)
     ax.set_title(f"{title}\nscore of each task after each stage (star: right after training on it)", fontsize=10)
     ax.legend(title="task", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _task_colors(n: int) -> list:
@@ -113,7 +113,7 @@ def settings_comparison_bars(labels: list[str], values: dict, errors: dict, titl
     metrics = list(values)
     width = 0.8 / len(metrics)
     x = np.arange(len(labels))
-    figure = _figure(max(6.5, 1.5 * len(labels) + 2.5), 5.0)
+    figure = new_figure(max(6.5, 1.5 * len(labels) + 2.5), 5.0)
     ax = figure.add_subplot()
     for k, metric in enumerate(metrics):
         centres = x + (k - (len(metrics) - 1) / 2) * width
@@ -143,7 +143,7 @@ def settings_comparison_bars(labels: list[str], values: dict, errors: dict, titl
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(metrics), frameon=False)
     ax.set_title(title, fontsize=10, pad=24)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def layer_index(tensor_name: str) -> int | None:
@@ -152,17 +152,20 @@ def layer_index(tensor_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def coefficient_medians(records: list[dict], stage_offsets: dict[int, int]) -> tuple[list[int], list[float], dict]:
-    """From ema_coefficients.jsonl records: the global step of each, the median over all its tensors and,
-    per layer, the median over that layer's tensors (nan where a record has none of them).
+def per_layer_medians(
+    records: list[dict], key: str, stage_offsets: dict[int, int]
+) -> tuple[list[int], list[float], dict]:
+    """From records ``{"stage", "step", key: {tensor name: value}}`` logged during training: the global step of
+    each, the median over all its tensors and, per layer, the median over that layer's tensors (nan where a
+    record has none of them).
 
-    A layer's tensors are its LoRA A and B matrices of every target module (and of every group's adapter);
+    A layer's tensors are its LoRA A and B matrices of every target module (and of every adapter);
     ``stage_offsets[stage]`` is the number of steps before that stage, so the stages follow each other.
     """
     steps, overall, per_layer = [], [], {}
     for index, record in enumerate(records):
         by_layer: dict[int, list[float]] = {}
-        for name, value in record["coefficient"].items():
+        for name, value in record[key].items():
             layer = layer_index(name)
             if layer is not None and value is not None:
                 by_layer.setdefault(layer, []).append(value)
@@ -182,8 +185,9 @@ def _edges(centres: list[float]) -> np.ndarray:
     return np.concatenate([[2 * c[0] - middle[0]], middle, [2 * c[-1] - middle[-1]]])
 
 
-def ema_coefficient_by_layer(steps, overall, per_layer: dict, stages, title: str, path: Path) -> Path:
-    """Top: the median coefficient over all tensors; bottom: a layer x step heatmap of each layer's median.
+def per_layer_over_training(steps, overall, per_layer: dict, stages, title: str, quantity: str, path: Path) -> Path:
+    """A per-tensor quantity in (0, 1] over training. Top: its median over all tensors; bottom: a layer x step
+    heatmap of each layer's median.
 
     ``stages``: (first global step, last global step, task label) of each stage; dotted lines mark the starts.
     """
@@ -193,9 +197,9 @@ def ema_coefficient_by_layer(steps, overall, per_layer: dict, stages, title: str
     grid = np.array([per_layer[layer] for layer in layers], dtype=float)
     positive = grid[np.isfinite(grid) & (grid > 0)]
     spans_decades = positive.size > 0 and positive.max() / positive.min() > 20
-    # A coefficient lies in (0, 1]: a fixed scale keeps runs comparable (and a constant coefficient visible).
+    # The quantity lies in (0, 1]: a fixed scale keeps runs comparable (and a constant value visible).
     norm = LogNorm(positive.min(), 1.0) if spans_decades else Normalize(0.0, 1.0)
-    figure = _figure(10.0, 6.5)
+    figure = new_figure(10.0, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[1, 2.6])
     top.plot(steps, overall, color="black", marker=".", linewidth=1.0)
     if spans_decades:
@@ -214,9 +218,9 @@ def ema_coefficient_by_layer(steps, overall, per_layer: dict, stages, title: str
     stage_axis = top.secondary_xaxis("top")
     stage_axis.set_xticks([(first + last) / 2 for first, last, _ in stages], [label for _, _, label in stages])
     stage_axis.tick_params(labelsize=7, length=0)
-    figure.suptitle(f"{title}: EMA coefficient per layer over training (dotted: a new task starts)", fontsize=10)
-    figure.colorbar(mesh, ax=[top, bottom], label="median EMA coefficient of the layer's tensors")
-    return _save(figure, path)
+    figure.suptitle(f"{title}: {quantity} per layer over training (dotted: a new task starts)", fontsize=10)
+    figure.colorbar(mesh, ax=[top, bottom], label=f"median {quantity} of the layer's tensors")
+    return save_figure(figure, path)
 
 
 def routing_shares(records: list[dict], tasks: list[str]) -> tuple[list[str], list[str], np.ndarray]:
@@ -233,14 +237,14 @@ def routing_shares(records: list[dict], tasks: list[str]) -> tuple[list[str], li
 
 
 def _adapter_order(name: str) -> tuple:
-    """'group-2' before 'group-10'."""
+    """'adapter-2' before 'adapter-10'."""
     match = _GROUP_INDEX.search(name)
     return (name[: match.start()], int(match.group(1))) if match else (name, -1)
 
 
 def routing_heatmap(tasks, adapters, shares, trained_in: dict[str, str], title: str, path: Path) -> Path:
     """Task x adapter shares of routed test instances; red boxes: the adapter each task trained in."""
-    figure = _figure(max(6.0, 0.8 * len(adapters) + 3.5), max(3.5, 0.45 * len(tasks) + 2.0))
+    figure = new_figure(max(6.0, 0.8 * len(adapters) + 3.5), max(3.5, 0.45 * len(tasks) + 2.0))
     ax = figure.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     _annotate_cells(ax, shares, dark=shares > 0.6)  # Blues is dark at the high end
@@ -249,6 +253,7 @@ def routing_heatmap(tasks, adapters, shares, trained_in: dict[str, str], title: 
     ax.set_yticks(range(len(tasks)), tasks)
     ax.set_xlabel("adapter that answered (routed by the instance's instruction)")
     ax.set_ylabel("test task")
-    ax.set_title(f"{title}\nrouting of the last row's test instances (red: the task's own group)", fontsize=10)
+    subtitle = "routing of the last row's test instances (red: the adapter that trained on the task)"
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
     figure.colorbar(image, ax=ax, label="share of the task's test instances")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -1,7 +1,7 @@
 """``lcia report``: a markdown report, LaTeX tables and PNG figures from one or more finished run directories.
 
 report.md    1. each run's manifest  2. the comparison of settings  3. the metric definitions
-             4. each run's matrix, metrics, groups, routing and EMA coefficients  5. the figures
+             4. each run's matrix, metrics, routing and its method's own section  5. the figures
 report.tex   the comparison as booktabs tabulars, to ``\\input`` inside a document
 figures/     the PNGs that report.md links to
 
@@ -14,77 +14,28 @@ is the output directory.
 
 from __future__ import annotations
 
-import json
 import shlex
-import statistics
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
-from lcia.config import load_config
-from lcia.errors import LciaError, input_error
+from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS
-from lcia.pipeline.run_files import RunDir
+from lcia.methods import method_class
 from lcia.reporting import figures
+from lcia.reporting.runs import (
+    Comparison,
+    Run,
+    Summary,
+    compare,
+    group_settings,
+    label_runs,
+    load_run,
+    method_label,
+    seeds_label,
+)
 from lcia.reporting.tables import latex_escape, latex_tabular, markdown_matrix, markdown_metrics, markdown_table
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate")
 BAR_METRICS = ("Avg.ACC", "New.ACC", "BWT")
-NOT_SETTING = ("seed", "output_dir")  # config keys that may differ between the runs of one setting
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict  # the resolved config, every default filled in
-    manifest: dict
-    results: dict
-    label: str = ""  # unique in the report: the directory name (with its parents' where two collide)
-
-    @property
-    def slug(self) -> str:
-        return "".join(c if c.isalnum() or c in "._-" else "-" for c in self.label)
-
-    @cached_property
-    def ema_coefficients(self) -> list[dict]:
-        """ema_coefficients.jsonl (empty without one), read once for the text and the figure."""
-        return _jsonl(self.path, "ema_coefficients.jsonl")
-
-
-@dataclass
-class Setting:
-    label: str
-    runs: list[Run]
-
-
-@dataclass
-class Summary:
-    """One quantity of one setting over its seeds; ``interval`` is the bootstrap CI of a single seed."""
-
-    values: list[float]
-    interval: list[float] | None = None
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float:
-        return statistics.stdev(self.values)  # sample standard deviation (n - 1)
-
-    def error_bar(self) -> tuple[float, float] | None:
-        if len(self.values) > 1:
-            return self.mean - self.std, self.mean + self.std
-        return tuple(self.interval) if self.interval else None
-
-
-@dataclass
-class Comparison:
-    settings: list[Setting]
-    tasks: list[str] | None  # the task list all runs share; None when they differ (metrics only)
-    cells: dict[str, list[Summary | None]] = field(default_factory=dict)  # column -> one per setting
 
 
 def default_out_dir(run_dirs: list[str | Path]) -> Path:
@@ -108,127 +59,6 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     report.write_text(markdown_report(runs, comparison, figure_links), encoding="utf-8")
     (out / "report.tex").write_text(latex_report(runs, comparison), encoding="utf-8")
     return report
-
-
-# --- reading runs --------------------------------------------------------------------------------
-
-
-def load_run(path: Path) -> Run:
-    """A finished run's config, manifest and results; LciaError naming ``path`` if it is not one."""
-    if not path.is_dir():
-        raise input_error("not a directory: expected a finished run directory", file=path)
-    run_dir = RunDir(path)
-    manifest = run_dir.read_json("manifest.json")
-    results = run_dir.read_json("results.json")
-    rows, expected = len(results.get("matrix", [])), len(results.get("stages", [])) + 1
-    if "metrics" not in results or rows < expected:
-        raise input_error(
-            f"not a finished run: results.json has {rows} of {expected} rows and no metrics yet "
-            "(still running, or stopped: lcia run --resume continues it)",
-            file=path,
-        )
-    if not (path / "config.yaml").exists():
-        raise input_error("no config.yaml: not a run directory", file=path)
-    config = load_config(str(path / "config.yaml")).model_dump(mode="json")
-    return Run(path, config, manifest, results)
-
-
-def label_runs(runs: list[Run]) -> list[Run]:
-    """Label each run by its directory name, adding parent directories until the labels are unique."""
-    depth = 1
-    while True:
-        labels = ["/".join(run.path.parts[-depth:]) for run in runs]
-        if len(set(labels)) == len(labels) or depth >= max(len(run.path.parts) for run in runs):
-            break
-        depth += 1
-    for run, label in zip(runs, labels):
-        run.label = label
-    return runs
-
-
-def _jsonl(path: Path, name: str) -> list[dict]:
-    return RunDir(path).read_jsonl(name) if (path / name).exists() else []
-
-
-# --- settings and the comparison -------------------------------------------------------------------
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def method_label(config: dict) -> str:
-    """'dema (preset=paper)': the method and the parameters the config sets (the rest are defaults)."""
-    params = config["method"]["params"]
-    return config["method"]["name"] + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
-
-
-def setting_labels(configs: list[dict]) -> list[str]:
-    """Method labels, with the config keys that tell settings apart where two share a method label."""
-    labels = [method_label(config) for config in configs]
-    for label in set(labels):
-        same = [i for i, other in enumerate(labels) if other == label]
-        if len(same) < 2:
-            continue
-        flat = [_flatten(configs[i]) for i in same]
-        differing = sorted(k for k in set().union(*flat) if len({json.dumps(f.get(k)) for f in flat}) > 1)
-        for i, f in zip(same, flat):
-            labels[i] = f"{label} [{', '.join(f'{k}={f.get(k)}' for k in differing)}]"
-    return labels
-
-
-def _setting_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NOT_SETTING}
-
-
-def group_settings(runs: list[Run]) -> list[Setting]:
-    """Runs with identical configs except seed and output_dir form one setting (runs sorted by seed)."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(json.dumps(_setting_config(run.config), sort_keys=True), []).append(run)
-    labels = setting_labels([_setting_config(members[0].config) for members in groups.values()])
-    return [
-        Setting(label, sorted(members, key=lambda r: r.config["seed"]))
-        for label, members in zip(labels, groups.values())
-    ]
-
-
-def summarize(values: list[float | None], intervals: list[list[float] | None]) -> Summary | None:
-    """None where any seed lacks the value (an undefined metric)."""
-    if any(v is None for v in values):
-        return None
-    return Summary(list(values), intervals[0] if len(values) == 1 else None)
-
-
-def compare(settings: list[Setting]) -> Comparison:
-    """Per setting: the final score of each task (when all runs share a task list) and every metric."""
-    runs = [run for setting in settings for run in setting.runs]
-    tasks = runs[0].results["tasks"]
-    shared = tasks if all(run.results["tasks"] == tasks for run in runs) else None
-    comparison = Comparison(settings, shared)
-    for c, task in enumerate(shared or []):
-        comparison.cells[task] = [
-            summarize([run.results["matrix"][-1][c] for run in s.runs], [None] * len(s.runs)) for s in settings
-        ]
-    for name in METRICS:
-        comparison.cells[name] = [
-            summarize(
-                [run.results["metrics"].get(name) for run in s.runs],
-                [run.results.get("intervals", {}).get(name) for run in s.runs],
-            )
-            for s in settings
-        ]
-    return comparison
-
-
-def _seeds(setting: Setting) -> str:
-    return f"{len(setting.runs)} ({', '.join(str(run.config['seed']) for run in setting.runs)})"
 
 
 # --- report.md -----------------------------------------------------------------------------------
@@ -293,13 +123,13 @@ def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison"
     settings = comparison.settings
     members = markdown_table(
         ["setting", "seeds", "runs"],
-        [[s.label, _seeds(s), ", ".join(f"`{run.label}`" for run in s.runs)] for s in settings],
+        [[s.label, seeds_label(s), ", ".join(f"`{run.label}`" for run in s.runs)] for s in settings],
     )
     header = ["setting", "seeds", *comparison.cells]
     table = markdown_table(
         header,
         [
-            [s.label, _seeds(s), *(markdown_cell(cells[k]) for cells in comparison.cells.values())]
+            [s.label, seeds_label(s), *(markdown_cell(cells[k]) for cells in comparison.cells.values())]
             for k, s in enumerate(settings)
         ],
     )
@@ -335,53 +165,17 @@ def definitions_section() -> str:
     )
 
 
-def grouping_lines(run: Run) -> list[str]:
-    grouping, routing = run.results.get("method", {}).get("grouping"), run.results.get("routing")
-    lines = []
-    if grouping:
-        lines += [
-            f"Groups formed ({grouping.get('similarity')} similarity, threshold {grouping.get('threshold')}):",
-            markdown_table(
-                ["adapter", "tasks", "instructions"],
-                [[g["adapter"], ", ".join(g["tasks"]), str(len(g["instructions"]))] for g in grouping["groups"]],
-            ),
-        ]
-    if routing:
-        final = "n/a" if routing.get("final") is None else f"{routing['final']:.3f}"
-        per_task = ", ".join(f"{task} {share:.2f}" for task, share in routing.get("per_task", {}).items())
-        per_row = ", ".join("n/a" if v is None else f"{v:.2f}" for v in routing.get("rows", []))
-        lines.append(
-            f"Routing accuracy (share of test instances answered by their task's own adapter): last row {final}; "
-            f"per task: {per_task or 'n/a'}; per row: {per_row or 'n/a'}."
-        )
-    return lines
-
-
-def ema_lines(run: Run) -> list[str]:
-    summary = run.results.get("method", {})
-    counts = summary.get("counts")
-    if not counts:
+def routing_lines(run: Run) -> list[str]:
+    routing = run.results.get("routing")
+    if not routing:
         return []
-    settings = ", ".join(f"{k}={v}" for k, v in summary.get("settings", {}).items())
-    lines = [f"EMA coefficient (preset {summary.get('preset')}; {settings}):", ""]
-    if counts.get("updates"):
-        per_stage = ", ".join(
-            f"{s['inside'] / s['updates']:.0%}" for s in summary.get("per_stage", []) if s.get("updates")
-        )
-        lines.append(
-            f"- inside (0, 1): {counts['inside'] / counts['updates']:.1%} of {counts['updates']:,} per-tensor updates "
-            f"(counts.inside / counts.updates; out of range {counts.get('out_of_range', 0):,}, "
-            f"non-finite {counts.get('nonfinite', 0):,}); per stage: {per_stage or 'n/a'}"
-        )
-    coefficients = run.ema_coefficients
-    values = np.array([v for r in coefficients for v in r["coefficient"].values() if v is not None], dtype=float)
-    if values.size:
-        low, median, high = np.percentile(values, [10, 50, 90])
-        lines.append(
-            f"- logged coefficients (ema_coefficients.jsonl, {len(coefficients)} records): median {median:.3g}, "
-            f"10th-90th percentile {low:.3g} to {high:.3g}"
-        )
-    return lines
+    final = "n/a" if routing.get("final") is None else f"{routing['final']:.3f}"
+    per_task = ", ".join(f"{task} {share:.2f}" for task, share in routing.get("per_task", {}).items())
+    per_row = ", ".join("n/a" if v is None else f"{v:.2f}" for v in routing.get("rows", []))
+    return [
+        f"Routing accuracy (share of test instances answered by their task's own adapter): last row {final}; "
+        f"per task: {per_task or 'n/a'}; per row: {per_row or 'n/a'}."
+    ]
 
 
 def run_section(run: Run) -> str:
@@ -397,10 +191,8 @@ def run_section(run: Run) -> str:
             "Majority baseline: " + ", ".join(f"{t} {baseline[t]:.3f}" for t in results["tasks"] if t in baseline)
         )
     parts += ["Metrics (from results.json):", markdown_metrics(results["metrics"], results.get("intervals"))]
-    parts += grouping_lines(run)
-    ema = ema_lines(run)
-    if ema:
-        parts.append("\n".join(ema))
+    parts += routing_lines(run)
+    parts += method_class(run.config["method"]["name"]).report_lines(run)
     return "\n\n".join(parts)
 
 
@@ -472,20 +264,6 @@ def latex_report(runs: list[Run], comparison: Comparison) -> str:
 # --- figures -------------------------------------------------------------------------------------
 
 
-def stage_spans(run: Run) -> list[tuple[int, int, str]]:
-    """(steps before, steps at the end, label) of each stage: from the manifest's timings, else the config
-    (steps x tasks per stage)."""
-    recorded = {s["stage"]: s["steps"] for s in run.manifest.get("timings", {}).get("stages", [])}
-    stages = run.results["stages"]
-    labels = [label.removeprefix("after ") for label in figures.stage_labels(stages, len(stages) + 1)[1:]]
-    spans, total = [], 0
-    for number, (stage, label) in enumerate(zip(stages, labels), start=1):
-        steps = recorded.get(number, run.config["training"]["steps"] * len(stage))
-        spans.append((total, total + steps, label))
-        total += steps
-    return spans
-
-
 def draw_comparison(comparison: Comparison, path: Path) -> Path:
     values = {m: [None if s is None else s.mean for s in comparison.cells[m]] for m in BAR_METRICS}
     errors = {m: [None if s is None else s.error_bar() for s in comparison.cells[m]] for m in BAR_METRICS}
@@ -493,25 +271,14 @@ def draw_comparison(comparison: Comparison, path: Path) -> Path:
     return figures.settings_comparison_bars([s.label for s in comparison.settings], values, errors, title, path)
 
 
-def draw_ema(run: Run, path: Path) -> Path | None:
-    spans = stage_spans(run)
-    offsets = {number: first for number, (first, _, _) in enumerate(spans, start=1)}
-    steps, overall, per_layer = figures.coefficient_medians(run.ema_coefficients, offsets)
-    if not per_layer:
-        return None
-    return figures.ema_coefficient_by_layer(steps, overall, per_layer, spans, run.label, path)
-
-
 def draw_routing(run: Run, path: Path) -> Path | None:
-    grouping = run.results.get("method", {}).get("grouping")
-    if grouping is None and (run.path / "codebook.json").exists():
-        grouping = RunDir(run.path).read_json("codebook.json")
-    records = [r for r in _jsonl(run.path, "predictions.jsonl") if r.get("adapter") is not None] if grouping else []
+    """Which adapter answered each task's test instances, for a method that routes (``Method.task_adapters``)."""
+    trained_in = run.results.get("routing", {}).get("task_adapters")
+    records = [r for r in run.read_jsonl("predictions.jsonl") if r.get("adapter") is not None] if trained_in else []
     if not records:
         return None
     tasks, adapters, shares = figures.routing_shares(records, run.results["tasks"])
-    trained_in = {task: g["adapter"] for g in grouping["groups"] for task in g["tasks"]}
-    final = run.results.get("routing", {}).get("final")
+    final = run.results["routing"].get("final")
     title = run.label + ("" if final is None else f" (routing accuracy {final:.2f})")
     return figures.routing_heatmap(tasks, adapters, shares, trained_in, title, path)
 
@@ -532,8 +299,8 @@ def draw_figures(runs: list[Run], comparison: Comparison, directory: Path) -> di
                 "score per task across stages",
                 figures.task_scores_across_stages(matrix, tasks, stages, run.label, directory / f"{slug}-stages.png"),
             ),
-            ("EMA coefficient per layer", draw_ema(run, directory / f"{slug}-ema.png")),
             ("routing of test instances to adapters", draw_routing(run, directory / f"{slug}-routing.png")),
         ]
+        drawn += method_class(run.config["method"]["name"]).report_figures(run, directory)
         links[run.label] = [(f"{run.label}: {caption}", f"figures/{path.name}") for caption, path in drawn if path]
     return links

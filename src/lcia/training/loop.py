@@ -21,9 +21,12 @@ Features and their trade-offs:
   gradient of the whole batch. One scalar all-reduce per micro-batch gives every rank the batch's loss
   (and the same NaN decision); one per step agrees on a stop.
 * Seeded: the batch order and LoRA dropout depend only on (seed, stage), so runs repeat exactly.
-* Checkpoints every ``training.checkpoint_every`` steps and on SIGINT/SIGTERM; a resumed stage skips
-  the batches already seen and restores optimizer, scheduler, RNG and method state, so it ends with
-  the same weights as an uninterrupted one.
+* Checkpoints every ``training.checkpoint_every`` steps and on SIGINT/SIGTERM (``StageEvents.save``); a
+  resumed stage (``Resume``: its caller restored the weights and method state) skips the batches already
+  seen and takes the optimizer, scheduler and RNG state, so it ends with the same weights as an
+  uninterrupted one.
+* The method's capabilities hold: a method that does not declare ``needs_old_data`` trains only on the
+  stage's own tasks' examples.
 * A NaN or infinite loss skips its step (counted); past ``training.max_bad_steps`` the run stops with
   a checkpoint and a message.
 """
@@ -32,23 +35,68 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
+from lcia.config import TrainingConfig
 from lcia.core import distributed
 from lcia.data.prompts import Encoded
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted, LciaError
 from lcia.methods.base import Method, TrainContext
 from lcia.models.forward import answer_forward, answer_tokens, collate
-from lcia.pipeline.checkpoints import Checkpoints
 
 CHUNK_BATCHES = 64  # batches per length-sorted chunk
+
+
+@dataclass
+class Learner:
+    """What trains: the model and its tokenizer, the method around the loop, where it runs, and the image
+    inputs of a vision-language model (``lcia.models.vision.VisionInputs``; None for a text model)."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    method: Method
+    accelerator: Accelerator
+    images: object | None = None
+
+
+@dataclass
+class Stage:
+    """One stage to train: its 1-based number, its tasks, the encoded examples it trains on, its steps."""
+
+    number: int
+    tasks: list[Task]
+    features: list[Encoded]
+    steps: int
+
+
+@dataclass
+class Resume:
+    """Where a stopped stage continues: its caller restored weights and method state; the rest is here."""
+
+    step: int
+    skipped: int
+    optimizer: dict
+    scheduler: dict
+    rng: dict[str, torch.Tensor]  # this process's generator states ("cpu", and "cuda" on a GPU)
+
+
+@dataclass
+class StageEvents:
+    """What the loop tells its caller, and asks it."""
+
+    should_stop: Callable[[], bool] = lambda: False  # a stop asked (SIGINT/SIGTERM): checkpoint and stop
+    on_step: Callable[[dict], None] | None = None  # each optimizer step's record (loss, lr, method scalars)
+    emit: Callable[[str, dict], None] | None = None  # a method's record for the run's <name>.jsonl
+    save: Callable[[dict, torch.optim.Optimizer, object], None] | None = None  # write a mid-stage checkpoint
+    progress: bool = True
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
@@ -68,103 +116,55 @@ def batch_indices(lengths: list[int], batch_size: int, generator: torch.Generato
         yield from length_grouped_batches(lengths, batch_size, generator)
 
 
+def check_examples(method: Method, tasks: list[Task], examples: list) -> None:
+    """Refuse examples of other tasks than the stage's from a method that does not declare ``needs_old_data``."""
+    if method.capabilities.needs_old_data:
+        return
+    own = {example for task in tasks for example in task.train}
+    if any(example not in own for example in examples):
+        raise LciaError(
+            f"method {method.name!r} trains on examples of earlier tasks but does not declare needs_old_data"
+        )
+
+
 def train_stage(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    method: Method,
-    tasks: list[Task],
-    features: list[Encoded],
-    *,
-    stage: int,
-    steps: int,
-    cfg,  # lcia.config.TrainingConfig
+    learner: Learner,
+    stage: Stage,
+    cfg: TrainingConfig,
     seed: int,
-    accelerator: Accelerator,
-    checkpoints: Checkpoints | None = None,
-    resume: dict | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_step: Callable[[dict], None] | None = None,
-    emit: Callable[[str, dict], None] | None = None,
-    progress: bool = True,
-    images=None,  # lcia.models.vision.VisionInputs of a vision-language model
+    *,
+    resume: Resume | None = None,
+    events: StageEvents | None = None,
 ) -> dict:
-    """Train ``model`` for ``steps`` optimizer steps on the encoded examples; returns the stage's statistics.
-
-    ``resume`` (a checkpoint's progress record inside this stage) restores the optimizer, scheduler,
-    RNG and method state and skips the batches already seen, so the stage ends as if never stopped.
-    """
-    if not features:
-        raise ValueError(f"stage {stage} has no training examples")
-    torch.manual_seed(seed * 1000 + stage)
-    generator = torch.Generator().manual_seed(seed * 1000 + stage)
-    batches = batch_indices([len(f.input_ids) for f in features], cfg.batch_size, generator)
-
-    ctx = TrainContext(model=model, optimizer=None, accelerator=accelerator, stage=stage, tasks=tasks)
-    if emit is not None:
-        ctx.emit = emit
-    if resume is not None:
-        checkpoints.restore(resume, model, method)
-    else:
+    """Train ``learner.model`` for ``stage.steps`` optimizer steps; returns the stage's statistics."""
+    events = events or StageEvents()
+    if not stage.features:
+        raise ValueError(f"stage {stage.number} has no training examples")
+    model, method, accelerator = learner.model, learner.method, learner.accelerator
+    batches = _batches(stage, cfg, seed, resume)
+    ctx = TrainContext(model=model, optimizer=None, accelerator=accelerator, stage=stage.number, tasks=stage.tasks)
+    if events.emit is not None:
+        ctx.emit = events.emit
+    if resume is None:
         method.before_task(ctx)  # may add or switch adapters: the optimizer takes what it leaves trainable
-
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
-    # The scheduler is not prepared: Accelerate would step it once per process, for a sharded data loader.
-    optimizer = accelerator.prepare(optimizer)
+    optimizer, scheduler = _optimizer(params, cfg, stage.steps, accelerator, resume)
     ctx.optimizer = optimizer
-    ddp = distributed.ddp_wrapper(model, accelerator)  # after before_task: the stage's trainable tensors
-    world = distributed.world_size()
-    answers = [answer_tokens(f) for f in features] if world > 1 else []  # counted once, for each rank's weight
-
-    start, skipped = 0, 0
-    if resume is not None:
-        checkpoints.restore_optimizer(resume, optimizer, scheduler)
-        start, skipped = resume["step"], resume["skipped_steps"]
-        for _ in range(start * cfg.grad_accum):  # the batches the interrupted run already trained on
-            next(batches)
+    micro = _MicroBatches(learner, stage, cfg, distributed.ddp_wrapper(model, accelerator))  # after before_task
+    start, skipped = (resume.step, resume.skipped) if resume else (0, 0)
 
     def save(step: int) -> None:
-        if checkpoints is not None:
-            progress_record = {"stage": stage, "step": step, "steps": steps, "skipped_steps": skipped}
-            checkpoints.save(progress_record, model, method, optimizer, scheduler)
+        if events.save is not None:
+            progress = {"stage": stage.number, "step": step, "steps": stage.steps, "skipped_steps": skipped}
+            events.save(progress, optimizer, scheduler)
 
     model.train()
-    tokens, started, loss_value = 0, time.perf_counter(), math.nan
-    names = "+".join(t.name for t in tasks)
-    bar = tqdm(range(start, steps), desc=f"train stage {stage} ({names})", disable=not progress, leave=False)
+    started, loss_value = time.perf_counter(), math.nan
+    names = "+".join(t.name for t in stage.tasks)
+    bar = tqdm(range(start, stage.steps), desc=f"train stage {stage.number} ({names})", disable=not events.progress)
     for step in bar:
         ctx.step, ctx.log = step + 1, {}
-        loss_sum, finite = 0.0, True
-        for micro in range(cfg.grad_accum):
-            indices = next(batches)  # the global batch, the same on every rank
-            mine = distributed.my_share(indices)
-            # This rank's weight: its share of the answer tokens, times the ranks DDP averages over. A
-            # rank left without an example trains on one with weight 0, as every rank must take part.
-            share = 1.0
-            if world > 1:
-                share = sum(answers[i] for i in mine) * world / sum(answers[i] for i in indices)
-            chosen = [features[i] for i in mine or indices[:1]]
-            batch = {k: v.to(accelerator.device) for k, v in collate(chosen, tokenizer.pad_token_id).items()}
-            refs = [f.image for f in chosen if f.image]
-            if refs:
-                batch |= images.forward_inputs(refs, accelerator.device)
-            last = micro == cfg.grad_accum - 1
-            with nullcontext() if last or ddp is None else ddp.no_sync():
-                with accelerator.autocast():
-                    outputs = answer_forward(model, batch, ddp=ddp)
-                    loss = outputs.loss
-                    extra = method.loss(ctx, batch, outputs)
-                    if extra is not None:
-                        loss = loss + extra
-                    if share != 1.0:
-                        loss = loss * share
-                batch_loss = distributed.mean_over_ranks(loss.detach())  # the whole batch's loss, on every rank
-                finite = finite and bool(torch.isfinite(batch_loss))
-                if finite:
-                    accelerator.backward(loss / cfg.grad_accum)
-            loss_sum += batch_loss.item() / cfg.grad_accum
-            tokens += sum(len(features[i].input_ids) for i in indices)
+        loss_sum, finite = micro.accumulate(ctx, batches)
         if finite:
             method.after_backward(ctx)
             if cfg.max_grad_norm is not None:
@@ -177,43 +177,121 @@ def train_stage(
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
-        if on_step is not None:
-            on_step(
-                {
-                    "stage": stage,
-                    "step": step + 1,
-                    "loss": loss_sum,
-                    "lr": scheduler.get_last_lr()[0],
-                    "skipped": not finite,
-                    **ctx.log,
-                }
+        if events.on_step is not None:
+            lr = scheduler.get_last_lr()[0]
+            events.on_step(
+                {"stage": stage.number, "step": step + 1, "loss": loss_sum, "lr": lr, "skipped": not finite} | ctx.log
             )
-        if skipped > cfg.max_bad_steps:
-            save(step + 1)
-            raise LciaError(
-                f"stage {stage}: {skipped} steps had a NaN or infinite loss (training.max_bad_steps = "
-                f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step + 1}: "
-                "lower training.lr or check the data"
-            )
-        # On the last step the runner saves the stage, then stops. Every rank stops at the same step.
-        if distributed.any_rank(should_stop()) and step + 1 < steps:
-            save(step + 1)
-            raise Interrupted(f"stopped at stage {stage}, step {step + 1}; checkpoint saved")
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            save(step + 1)
+        _stop_or_checkpoint(step + 1, stage, cfg, skipped, events, save)
     ctx.log = {}
     method.after_task(ctx)  # what it puts in ctx.log goes to the stage's statistics
     model.eval()
-    seconds = time.perf_counter() - started
+    return _statistics(stage, start, skipped, micro.tokens, time.perf_counter() - started, loss_value, ctx.log)
+
+
+def _batches(stage: Stage, cfg: TrainingConfig, seed: int, resume: Resume | None) -> Iterator[list[int]]:
+    """The stage's endless batches, seeded by (seed, stage); a resumed stage skips those already trained on and
+    takes the random state it stopped with (LoRA dropout draws from it)."""
+    generator = torch.Generator().manual_seed(seed * 1000 + stage.number)
+    batches = batch_indices([len(f.input_ids) for f in stage.features], cfg.batch_size, generator)
+    if resume is None:
+        torch.manual_seed(seed * 1000 + stage.number)
+        return batches
+    for _ in range(resume.step * cfg.grad_accum):
+        next(batches)
+    torch.set_rng_state(resume.rng["cpu"])
+    if "cuda" in resume.rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(resume.rng["cuda"])
+    return batches
+
+
+def _optimizer(params, cfg: TrainingConfig, steps: int, accelerator: Accelerator, resume: Resume | None):
+    """A fresh AdamW and scheduler for the stage (a resumed stage's state loaded into them)."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
+    # The scheduler is not prepared: Accelerate would step it once per process, for a sharded data loader.
+    optimizer = accelerator.prepare(optimizer)
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+    return optimizer, scheduler
+
+
+class _MicroBatches:
+    """The forward and backward passes of one optimizer step: ``grad_accum`` micro-batches, each the global
+    batch's share of this process, its loss weighed so that the averaged gradient is the whole batch's."""
+
+    def __init__(self, learner: Learner, stage: Stage, cfg: TrainingConfig, ddp):
+        self.learner, self.features, self.cfg, self.ddp = learner, stage.features, cfg, ddp
+        self.world = distributed.world_size()
+        self.answers = [answer_tokens(f) for f in self.features] if self.world > 1 else []  # counted once
+        self.tokens = 0
+
+    def accumulate(self, ctx: TrainContext, batches: Iterator[list[int]]) -> tuple[float, bool]:
+        """Backward passes of the step's micro-batches; (the step's loss, whether every loss was finite)."""
+        learner, cfg = self.learner, self.cfg
+        loss_sum, finite = 0.0, True
+        for micro in range(cfg.grad_accum):
+            indices = next(batches)  # the global batch, the same on every rank
+            batch, share = self._batch(indices)
+            last = micro == cfg.grad_accum - 1
+            with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
+                with learner.accelerator.autocast():
+                    outputs = answer_forward(learner.model, batch, ddp=self.ddp)
+                    extra = learner.method.loss(ctx, batch, outputs)
+                    loss = outputs.loss if extra is None else outputs.loss + extra
+                    if share != 1.0:
+                        loss = loss * share
+                batch_loss = distributed.mean_over_ranks(loss.detach())  # the whole batch's loss, on every rank
+                finite = finite and bool(torch.isfinite(batch_loss))
+                if finite:
+                    learner.accelerator.backward(loss / cfg.grad_accum)
+            loss_sum += batch_loss.item() / cfg.grad_accum
+            self.tokens += sum(len(self.features[i].input_ids) for i in indices)
+        return loss_sum, finite
+
+    def _batch(self, indices: list[int]) -> tuple[dict, float]:
+        """This rank's tensors of the global batch and its loss weight: its share of the answer tokens, times the
+        ranks DDP averages over. A rank left without an example trains on one with weight 0 (every rank takes part)."""
+        mine = distributed.my_share(indices)
+        share = 1.0
+        if self.world > 1:
+            share = sum(self.answers[i] for i in mine) * self.world / sum(self.answers[i] for i in indices)
+        chosen = [self.features[i] for i in mine or indices[:1]]
+        device = self.learner.accelerator.device
+        batch = {k: v.to(device) for k, v in collate(chosen, self.learner.tokenizer.pad_token_id).items()}
+        refs = [f.image for f in chosen if f.image]
+        if refs:
+            batch |= self.learner.images.forward_inputs(refs, device)
+        return batch, share
+
+
+def _stop_or_checkpoint(step: int, stage: Stage, cfg: TrainingConfig, skipped: int, events: StageEvents, save) -> None:
+    """After a step: stop on too many bad steps or a stop request (with a checkpoint), or checkpoint when due.
+    On the last step the caller saves the stage. Every rank stops at the same step."""
+    if skipped > cfg.max_bad_steps:
+        save(step)
+        raise LciaError(
+            f"stage {stage.number}: {skipped} steps had a NaN or infinite loss (training.max_bad_steps = "
+            f"{cfg.max_bad_steps}); stopped with a checkpoint at step {step}: lower training.lr or check the data"
+        )
+    if distributed.any_rank(events.should_stop()) and step < stage.steps:
+        save(step)
+        raise Interrupted(f"stopped at stage {stage.number}, step {step}; checkpoint saved")
+    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < stage.steps:
+        save(step)
+
+
+def _statistics(stage: Stage, start: int, skipped: int, tokens: int, seconds: float, loss: float, log: dict) -> dict:
     return {
-        "steps": steps,
+        "steps": stage.steps,
         "resumed_at_step": start,
         "skipped_steps": skipped,
-        "examples": len(features),
-        "truncated": sum(f.truncated for f in features),
+        "examples": len(stage.features),
+        "truncated": sum(f.truncated for f in stage.features),
         "tokens": tokens,
         "seconds": round(seconds, 2),
         "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
-        "final_loss": loss_value,
-        **({"method": ctx.log} if ctx.log else {}),
+        "final_loss": loss,
+        **({"method": log} if log else {}),
     }
