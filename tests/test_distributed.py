@@ -9,7 +9,6 @@ every prediction exactly. A run stopped by SIGTERM (a preemption) resumes to the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

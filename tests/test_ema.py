@@ -218,7 +218,7 @@ def test_a_stage_resumed_mid_way_ends_with_the_same_ema(tiny_lora, tmp_path):
 def test_method_parameters_are_checked():
     with pytest.raises(ValueError, match="bogus\n  Extra inputs are not permitted"):
         build_method("dema", {"bogus": 1})
-    with pytest.raises(ValueError, match="unknown EMA preset"):
+    with pytest.raises(ValueError, match="preset\n  Input should be 'fixed', 'official', 'paper' or 'scaled'"):
         build_method("dema", {"preset": "nope"})
 
 
@@ -282,7 +282,8 @@ def test_a_bad_method_parameter_in_a_config_names_file_line_and_field(tmp_path):
 
     path = tmp_path / "run.yaml"
     path.write_text("method:\n  name: dema\n  params:\n    preset: paperr\n", encoding="utf-8")
-    with pytest.raises(LciaError, match=r"run.yaml:4: method.params.preset: unknown EMA preset 'paperr'"):
+    bad_preset = r"run.yaml:4: method.params.preset: Input should be 'fixed', 'official', 'paper' or 'scaled'"
+    with pytest.raises(LciaError, match=bad_preset):
         load_config(str(path))
 
 

@@ -100,7 +100,8 @@ def test_bad_grouping_parameters_name_the_field(tmp_path):
     bad_similarity = r"run\.yaml:4: method\.params\.similarity: Input should be 'tfidf' or 'embedding'"
     with pytest.raises(LciaError, match=bad_similarity):
         load_config(str(path))
-    with pytest.raises(LciaError, match="unknown EMA preset"):
+    bad_preset = "method.params.preset: Input should be 'fixed', 'official', 'paper' or 'scaled'"
+    with pytest.raises(LciaError, match=bad_preset):
         load_config(None, ["method.name=lcia", "method.params.preset=slow"])
 
 

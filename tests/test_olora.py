@@ -39,7 +39,7 @@ def _lora_tensors(model, adapter):
 def test_unknown_parameters_are_refused():
     with pytest.raises(ValueError, match="lamda_1\n  Extra inputs are not permitted"):
         build_method("olora", {"lamda_1": 0.5})
-    assert (OLora().orth, OLora().l2) == (0.5, 0.0)  # the official lamda_1, lamda_2
+    assert (OLora().params.orth, OLora().params.l2) == (0.5, 0.0)  # the official lamda_1, lamda_2
 
 
 def test_penalty_matches_the_formula_worked_by_hand_and_only_the_new_adapter_learns_from_it(tiny_model_dir):

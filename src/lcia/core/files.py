@@ -18,8 +18,8 @@ class DiskFull(LciaError):
     """The disk filled up while lcia wrote a file: what was there before is intact."""
 
 
-def disk_full(path: Path | str, err: OSError) -> DiskFull:
-    return DiskFull(f"{path}: no space left on device ({err.strerror}); the previous version is intact")
+def disk_full(path: Path | str, kept: str = "its previous version is intact") -> DiskFull:
+    return DiskFull(f"{path}: no space left on device; {kept}")
 
 
 def replace_atomic(path: Path, write: Callable[[str], None]) -> None:
@@ -36,7 +36,7 @@ def replace_atomic(path: Path, write: Callable[[str], None]) -> None:
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(path, err) from None
+            raise disk_full(path) from None
         raise
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 from accelerate.utils import DistributedType
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from lcia.core.params import trainable
 from lcia.mechanisms.weight_ema import PRESETS, DynamicEma, refuse_unsupported_sharding, settings_for
@@ -34,12 +34,14 @@ from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, 
 from lcia.reporting import figures
 
 LOG = "ema_coefficients"  # the per-tensor coefficients and norms, every log_every steps
+Preset = Literal[tuple(PRESETS)]
+PRESET_HELP = "the coefficient's form and constants (lcia.mechanisms.weight_ema.PRESETS)"
 
 
 class EmaParams(MethodParams):
     """A preset, and any of its settings overridden (None: the preset's)."""
 
-    preset: str = Field("official", description=f"one of {', '.join(PRESETS)}")
+    preset: Preset = Field("official", description=PRESET_HELP)
     log_every: PositiveInt = Field(10, description=f"steps between records of the coefficients in {LOG}.jsonl")
     form: Literal["fixed", "official", "paper"] | None = Field(None, description="the coefficient's formula")
     beta: float | None = Field(None, description="the fixed form's coefficient on the old EMA")
@@ -50,13 +52,6 @@ class EmaParams(MethodParams):
     stability: Literal["one", "gradient"] | None = Field(None, description="weight of the stability term")
     init: Literal["first_step", "task_start"] | None = Field(None, description="when each task's EMA starts")
     swap_at_task_end: bool | None = Field(None, description="the EMA replaces the trained weights when a task ends")
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown EMA preset {value!r} (known: {', '.join(PRESETS)})")
-        return value
 
     @model_validator(mode="after")
     def _settings_valid(self):
@@ -167,7 +162,7 @@ class FixedEma(_EmaBase):
     """A fixed EMA of the trainable weights (beta 0.99 on the old EMA), swapped in at each task's end."""
 
     class Params(EmaParams):
-        preset: str = Field("fixed", description=f"one of {', '.join(PRESETS)}")
+        preset: Preset = Field("fixed", description=PRESET_HELP)
 
 
 @register("dema")

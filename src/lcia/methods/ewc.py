@@ -48,7 +48,6 @@ class Ewc(Method):
 
     def __init__(self, params: Params | None = None):
         super().__init__(params)
-        self.lam, self.gamma = self.params.lam, self.params.gamma
         self.fisher: dict[str, torch.Tensor] = {}  # running F, fp32, one per trainable tensor
         self.anchor: dict[str, torch.Tensor] = {}  # theta*: the weights after the last task
         self.task_fisher: dict[str, torch.Tensor] = {}  # sum of squared task gradients this task
@@ -76,20 +75,20 @@ class Ewc(Method):
             p = params[name]
             drift = p.detach().float() - self.anchor[name]
             penalty += (fisher * drift**2).sum()
-            pull = self.lam * fisher * drift  # the penalty's gradient
+            pull = self.params.lam * fisher * drift  # the penalty's gradient
             p.grad = pull.to(p.dtype) if p.grad is None else p.grad + pull.to(p.grad.dtype)
-        ctx.log["ewc_penalty"] = 0.5 * self.lam * float(penalty)
+        ctx.log["ewc_penalty"] = 0.5 * self.params.lam * float(penalty)
 
     def after_task(self, ctx: TrainContext) -> None:
         for name, p in trainable(ctx.model).items():
             task = self.task_fisher[name] / max(self.task_steps, 1)
-            self.fisher[name] = self.gamma * self.fisher[name] + task if name in self.fisher else task
+            self.fisher[name] = self.params.gamma * self.fisher[name] + task if name in self.fisher else task
             self.anchor[name] = p.detach().float().clone()
         self.task_fisher = {}
         ctx.log["ewc_fisher_mean"] = float(torch.cat([f.flatten() for f in self.fisher.values()]).mean())
 
     def summary(self) -> dict[str, Any]:
-        return {"lam": self.lam, "gamma": self.gamma}
+        return self.params.model_dump()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -49,7 +49,6 @@ class Lwf(Method):
 
     def __init__(self, params: Params | None = None):
         super().__init__(params)
-        self.lam, self.temperature = self.params.lam, self.params.temperature
         self.previous: dict[str, torch.Tensor] = {}  # the trainable tensors at the end of the last task
 
     def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:
@@ -63,15 +62,15 @@ class Lwf(Method):
                 teacher_logits = answer_forward(model, batch, params=teacher).logits
         finally:
             model.train()
-        kl = distillation_loss(outputs.logits, teacher_logits, self.temperature)
+        kl = distillation_loss(outputs.logits, teacher_logits, self.params.temperature)
         ctx.log["lwf_kl"] = float(kl.detach())
-        return self.lam * kl
+        return self.params.lam * kl
 
     def after_task(self, ctx: TrainContext) -> None:
         self.previous = {n: p.detach().float().clone() for n, p in trainable(ctx.model).items()}
 
     def summary(self) -> dict[str, Any]:
-        return {"lam": self.lam, "temperature": self.temperature}
+        return self.params.model_dump()
 
     def state_dict(self) -> dict[str, Any]:
         return {"previous": self.previous}

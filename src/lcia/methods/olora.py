@@ -34,9 +34,9 @@ from lcia.models.lora import add_lora, shared_whole_modules
 
 @register("olora")
 class OLora(Method):
-    # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
     """O-LoRA: a new LoRA per task, kept orthogonal to the frozen adapters of earlier tasks."""
 
+    # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
     capabilities = Capabilities(ddp=True)
 
     class Params(MethodParams):
@@ -45,7 +45,6 @@ class OLora(Method):
 
     def __init__(self, params: Params | None = None):
         super().__init__(params)
-        self.orth, self.l2 = self.params.orth, self.params.l2
         self.adapters: list[str] = []  # one per stage begun, in order; the last one trains
         self._terms: tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]] | None = None
 
@@ -88,18 +87,18 @@ class OLora(Method):
             self._terms = self._collect(ctx.accelerator.unwrap_model(ctx.model))
         pairs, new = self._terms
         extra = None
-        if self.orth and pairs:
+        if self.params.orth and pairs:
             orth = sum(torch.abs(old @ a.T).sum() for old, a in pairs)  # the official code's torch.mm(param, param_.T)
             ctx.log["olora_orth"] = orth.item()
-            extra = self.orth * orth
-        if self.l2:
+            extra = self.params.orth * orth
+        if self.params.l2:
             l2 = sum(torch.norm(p, p=2) for p in new)
             ctx.log["olora_l2"] = l2.item()
-            extra = self.l2 * l2 if extra is None else extra + self.l2 * l2
+            extra = self.params.l2 * l2 if extra is None else extra + self.params.l2 * l2
         return extra
 
     def summary(self) -> dict[str, Any]:
-        return {"orth": self.orth, "l2": self.l2, "adapters": self.adapters}
+        return self.params.model_dump() | {"adapters": self.adapters}
 
     def artifacts(self) -> dict[str, Any]:
         return {"olora.json": {"adapters": self.adapters, "active": self.adapters}}

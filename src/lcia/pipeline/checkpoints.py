@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lcia.core import distributed
-from lcia.core.files import DiskFull, disk_full, refuse_pickles
+from lcia.core.files import disk_full, refuse_pickles
 from lcia.core.params import adapter_weights
 from lcia.errors import input_error
 from lcia.training.loop import Resume
@@ -100,8 +100,10 @@ def damage(folder: Path) -> tuple[Path, str] | None:
     progress = folder / "progress.json"
     try:
         recorded = json.loads(progress.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, json.JSONDecodeError) as err:
-        return progress, f"unreadable ({err})"
+    except json.JSONDecodeError as err:
+        return progress, f"not valid JSON at line {err.lineno}"
+    except OSError as err:
+        return progress, f"unreadable: {err.strerror}"
     for name, checksum in recorded.items():
         if not (folder / name).is_file():
             return folder / name, "missing"
@@ -162,7 +164,7 @@ class Checkpoints:
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(f"{disk_full(self.root / name, err)}: the previous checkpoints and results") from None
+                raise disk_full(self.root / name, "the previous checkpoints and results are intact") from None
             raise
         for old in self._folders()[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)

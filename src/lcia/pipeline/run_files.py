@@ -97,7 +97,7 @@ class RunDir:
                 handle.write("".join(json.dumps(record) + "\n" for record in records))
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise disk_full(self.path / name, err) from None
+                raise disk_full(self.path / name, "its earlier lines are intact") from None
             raise
 
     def append_cell(self, cell: Cell, task: Task, name: str = "predictions.jsonl") -> None:

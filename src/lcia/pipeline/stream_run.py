@@ -291,4 +291,5 @@ class StreamRun:
         if self.main:
             self.out.write_json("results.json", results)
             self.out.write_json("manifest.json", self.record)
+        distributed.barrier()  # every rank returns once the run's files are complete
         return RunResult(self.out.path, results["tasks"], self.matrix, results["metrics"])
