@@ -33,13 +33,14 @@ from lcia.mechanisms.weight_ema import PRESETS, DynamicEma, settings_for
 from lcia.methods.base import Method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import add_lora, lora_config
-from lcia.training.loop import train_stage
+from lcia.training.loop import Learner, Stage, StageEvents, train_stage
 
 
 class Shadow(Method):
     """Trains like seq-lora; after every step updates one EMA per preset and records coefficients."""
 
     def __init__(self, presets, evaluate, eval_at):
+        super().__init__()
         self.engines = {name: DynamicEma(parse_preset(name)) for name in presets}
         self.coefficients = {name: {} for name in presets}  # preset -> tensor -> [raw coefficient per step]
         self.evaluate, self.eval_at, self.scores = evaluate, set(eval_at), {}
@@ -105,19 +106,8 @@ def probe_rank(rank, args, tokenizer, task, features):
     method = Shadow(args.presets, evaluate, args.eval_at)
     cfg = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, checkpoint_every=0)
     started = time.perf_counter()
-    train_stage(
-        model,
-        tokenizer,
-        method,
-        [task],
-        features,
-        stage=1,
-        steps=args.steps,
-        cfg=cfg,
-        seed=args.seed,
-        accelerator=Accelerator(),
-        progress=False,
-    )
+    learner = Learner(model, tokenizer, method, Accelerator())
+    train_stage(learner, Stage(1, [task], features, args.steps), cfg, args.seed, events=StageEvents(progress=False))
     result = {"seconds": round(time.perf_counter() - started, 1), "scores": method.scores, "presets": {}}
     for preset, per_tensor in method.coefficients.items():
         if not per_tensor:

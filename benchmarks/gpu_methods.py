@@ -35,7 +35,7 @@ from lcia.models.forward import answer_forward, collate
 from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
 from lcia.pipeline.checkpoints import Checkpoints
-from lcia.training.loop import train_stage
+from lcia.training.loop import Learner, Stage, StageEvents, train_stage
 
 
 class Pad:
@@ -100,20 +100,9 @@ def main() -> None:
             added = method.train_examples([task])[len(task.train) :]  # replay: its buffer, as more random rows
             stage_features = features + [features[i % len(features)] for i in range(len(added))]
             sync()
-            train_stage(
-                model,
-                Pad(),
-                method,
-                [task],
-                stage_features,
-                stage=stage,
-                steps=args.steps,
-                cfg=cfg,
-                seed=0,
-                accelerator=accelerator,
-                on_step=(lambda record: (sync(), ticks.append(time.perf_counter()))),
-                progress=False,
-            )
+            events = StageEvents(on_step=lambda record: (sync(), ticks.append(time.perf_counter())), progress=False)
+            learner = Learner(model, Pad(), method, accelerator)
+            train_stage(learner, Stage(stage, [task], stage_features, args.steps), cfg, 0, events=events)
         batch = {k: v.to(accelerator.device) for k, v in collate(stages[1][1][:8], 0).items()}
         with torch.no_grad(), accelerator.autocast():
             loss = float(answer_forward(model, batch).loss)

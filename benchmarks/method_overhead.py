@@ -33,7 +33,7 @@ from lcia.data.prompts import encode_for_training
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
-from lcia.training.loop import train_stage
+from lcia.training.loop import Learner, Stage, StageEvents, train_stage
 
 HOOKS = ("loss", "after_backward", "after_optimizer_step")
 
@@ -105,20 +105,11 @@ def main() -> None:
                     hooks, ticks = timed_hooks(method), []
                     added = method.train_examples([task])[len(task.train) :]  # replay's buffer
                     stage_features = features + [encode_for_training(tokenizer, ex, 256) for ex in added]
-                train_stage(
-                    model,
-                    tokenizer,
-                    method,
-                    [stage_task],
-                    stage_features,
-                    stage=stage,
-                    steps=steps,
-                    cfg=TrainingConfig(steps=steps, checkpoint_every=0, precision=precision),
-                    seed=0,
-                    accelerator=accelerator_for(precision),
-                    on_step=(lambda record: ticks.append(time.perf_counter())) if stage == 2 else None,
-                    progress=False,
-                )
+                learner = Learner(model, tokenizer, method, accelerator_for(precision))
+                on_step = (lambda record: ticks.append(time.perf_counter())) if stage == 2 else None
+                cfg = TrainingConfig(steps=steps, checkpoint_every=0, precision=precision)
+                stage_inputs = Stage(stage, [stage_task], stage_features, steps)
+                train_stage(learner, stage_inputs, cfg, 0, events=StageEvents(on_step=on_step, progress=False))
             step_times[spec] += [b - a for a, b in zip(ticks, ticks[1:])]
             hook_times[spec] += hooks[1 : args.steps]
             memory[spec] = {

@@ -34,7 +34,7 @@ from lcia.config import TrainingConfig
 from lcia.core.precision import accelerator_for, resolve_precision, set_attention
 from lcia.methods import build_method
 from lcia.models.loading import SMOLLM2, load_tokenizer
-from lcia.training.loop import batch_indices, train_stage
+from lcia.training.loop import Learner, Stage, StageEvents, batch_indices, train_stage
 
 
 def time_lcia(args, tokenizer, task, features, precision: str) -> dict:
@@ -43,20 +43,9 @@ def time_lcia(args, tokenizer, task, features, precision: str) -> dict:
     ticks = []
     cfg = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, checkpoint_every=0, precision=precision)
     ticks.append(time.perf_counter())
-    train_stage(
-        model,
-        tokenizer,
-        build_method("seq-lora"),
-        [task],
-        features,
-        stage=1,
-        steps=args.steps,
-        cfg=cfg,
-        seed=0,
-        accelerator=accelerator_for(precision),
-        on_step=lambda record: ticks.append(time.perf_counter()),
-        progress=False,
-    )
+    learner = Learner(model, tokenizer, build_method("seq-lora"), accelerator_for(precision))
+    events = StageEvents(on_step=lambda record: ticks.append(time.perf_counter()), progress=False)
+    train_stage(learner, Stage(1, [task], features, args.steps), cfg, 0, events=events)
     order = batch_indices([len(f.input_ids) for f in features], args.batch_size, torch.Generator().manual_seed(1))
     batches = [next(order) for _ in range(args.steps)][args.warmup :]  # the loop's own order (seed 0, stage 1)
     seconds = ticks[-1] - ticks[args.warmup]

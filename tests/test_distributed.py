@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import builtin_methods
 from safetensors.torch import load_file
 
 from lcia.config import load_config
 from lcia.errors import LciaError
+from lcia.methods import METHODS
 from lcia.pipeline import stream_run as runner
 
 pytestmark = pytest.mark.slow  # each case launches 2 processes (about 20 s); run in CI
@@ -109,12 +111,13 @@ def assert_same_run(ours: Path, reference: Path, tolerance=TOLERANCE["fp32"], st
 
 
 CASES = {  # test id: config overrides
-    # Methods whose DDP path differs: new adapters per stage (lcia, olora), a teacher forward (lwf),
-    # routers (moelora), the EMA. ewc, replay and multitask train as these do (docs/distributed.md).
-    **{method: [f"method.name={method}"] for method in ("dema", "lcia", "olora", "lwf", "moelora")},
+    # Every built-in method that trains and declares DDP support (a new method file joins here). Their
+    # DDP paths differ: new adapters per stage (grouping, lcia, olora), a teacher forward (lwf), routers
+    # (moelora), the EMA, gradient pulls (ewc, l2), a buffer (replay), one joint stage (multitask).
+    **{name: [f"method.name={name}"] for name in builtin_methods(trains=True) if METHODS[name].capabilities.ddp},
     # 17 training examples in batches of 2: each epoch ends on a batch of 1, which leaves rank 1
     # without an example (it trains on one with weight 0); accumulation skips the all-reduce between.
-    "seq-lora": ["method.name=seq-lora", "training.batch_size=2", "training.grad_accum=2"],
+    "seq-lora-uneven-batches": ["method.name=seq-lora", "training.batch_size=2", "training.grad_accum=2"],
     "dema-nf4": ["method.name=dema", "model.quantization=nf4"],  # a 4-bit base model (bitsandbytes) under DDP
 }
 

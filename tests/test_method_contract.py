@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate.utils import DistributedType
 from conftest import builtin_methods
 from safetensors.torch import load_file
 
 from lcia.cli import main
+from lcia.core import distributed
 from lcia.errors import Interrupted, LciaError
 from lcia.methods import METHODS, Capabilities, Method, build_method, register
 from lcia.pipeline import stream_run
@@ -125,3 +128,17 @@ def test_a_method_that_does_not_declare_old_data_cannot_train_on_it(tiny_config)
             quiet_run(cfg)
     finally:
         del METHODS["test-only-sneaky-replay"]
+
+
+def test_a_method_that_does_not_declare_ddp_is_refused_on_several_processes():
+    @register("test-only-single-process")
+    class SingleProcess(Method):
+        capabilities = Capabilities(ddp=False)
+
+    try:
+        launch = SimpleNamespace(num_processes=2, distributed_type=DistributedType.MULTI_CPU)
+        with pytest.raises(LciaError, match="does not declare support for several processes"):
+            distributed.refuse_unsupported(launch, build_method("test-only-single-process"))
+        distributed.refuse_unsupported(SimpleNamespace(num_processes=1), build_method("test-only-single-process"))
+    finally:
+        del METHODS["test-only-single-process"]
