@@ -1,4 +1,4 @@
-"""ewc, lwf and replay: each mechanism against values computed by hand, in the loop, and resumed in a run."""
+"""ewc, l2, lwf and replay: each mechanism against values computed by hand, in the loop, and resumed in a run."""
 
 from __future__ import annotations
 
@@ -110,6 +110,25 @@ def _drift(tiny_lora, name, params):
     stats = _train((tok, model, echo, echo_features), method, stage=2)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     return sum(float((fisher[n] * (params[n] - anchor[n]) ** 2).sum()) for n in fisher), stats, method
+
+
+# --- l2 (the guide's example, docs/methods.md) -----------------------------------------------------
+
+
+def test_l2_pull_and_penalty_by_hand():
+    model, method = Two(), build_method("l2", {"lam": 3.0})
+    ctx = _ctx(model)
+    _step(method, ctx, [[1.0, 1.0], [[1.0]]])  # the first task trains freely
+    assert model.a.grad.tolist() == [1.0, 1.0] and "l2_penalty" not in ctx.log
+    method.after_task(ctx)
+    with torch.no_grad():
+        model.a += torch.tensor([0.5, -1.0])  # a drifts by (0.5, -1) during the second task, b stays
+    ctx = _ctx(model, stage=2)
+    _step(method, ctx, [[1.0, 1.0], [[1.0]]])
+    assert model.a.grad.tolist() == [1.0 + 3.0 * 0.5, 1.0 + 3.0 * -1.0] and model.b.grad.tolist() == [[1.0]]
+    assert ctx.log["l2_penalty"] == pytest.approx(0.5 * 3.0 * (0.25 + 1.0))
+    method.after_task(ctx)
+    assert method.summary() == {"lam": 3.0, "per_stage": [{"stage": 2, "mean_penalty": pytest.approx(1.875)}]}
 
 
 def test_ewc_in_the_loop_holds_the_weights_that_mattered(tiny_lora):

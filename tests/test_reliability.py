@@ -149,3 +149,25 @@ def test_a_partial_last_line_left_by_a_crash_is_dropped_on_resume(config, whole,
     assert quiet_run(cfg, resume=True).matrix == whole.matrix
     with pytest.raises(LciaError, match="holds a run"):
         quiet_run(cfg)
+
+
+def test_a_full_disk_while_a_log_line_is_appended_is_one_line(tmp_path, monkeypatch):
+    from lcia.pipeline import run_files
+
+    class FullDisk:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            enospc()
+
+    out = RunDir(tmp_path)
+    out.append("train_log.jsonl", [{"stage": 1, "step": 1}])
+    monkeypatch.setattr(run_files, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    with pytest.raises(DiskFull, match=r"train_log\.jsonl: no space left on device; its earlier lines are intact"):
+        out.append("train_log.jsonl", [{"stage": 1, "step": 2}])
+    monkeypatch.undo()
+    assert out.read_jsonl("train_log.jsonl") == [{"stage": 1, "step": 1}]

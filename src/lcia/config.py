@@ -1,7 +1,8 @@
 """The typed run configuration: YAML in (plus ``--set key=value`` overrides), clear errors out.
 
-Every field has a default that runs: ``RunConfig()`` is the demo (the ``ni-cit-small`` stream with
-``seq-lora`` on SmolLM2-135M). Unknown keys and bad values are rejected with ``file:line: field: why``.
+Every field has a default that runs: ``RunConfig()`` is the demo (the ``ni-cit-small`` stream with the
+default method, ``lcia.methods.DEFAULT_METHOD``, on SmolLM2-135M). Unknown keys and bad values, the
+method's own parameters included, are rejected with ``file:line: field: why``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ model before any training and every row is complete (future tasks too). A sequen
 tasks gives ``T + 1`` rows and ``T`` columns. In the formulas below, as in the design notes, tasks and
 rows are numbered from 1 (row 0 is the untrained model); in the code, column ``c`` holds task ``c + 1``.
 
-A joint ("multitask") run trains all ``T`` tasks in one stage and gives only two rows, the untrained
+A joint run (every task in one stage) trains all ``T`` tasks in one stage and gives only two rows, the untrained
 model and the final one: it defines Avg.ACC and nothing that needs the diagonal, so those are ``None``.
 Metrics that compare earlier tasks with later ones (BWT, Forgetting, FWT) are ``None`` when ``T == 1``.
 

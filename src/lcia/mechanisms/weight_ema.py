@@ -101,7 +101,7 @@ def _all_reduce_sums(sums: torch.Tensor, tensors: list[torch.Tensor]) -> torch.T
 class DynamicEma:
     """The EMA of a set of named trainable tensors, updated once per optimizer step.
 
-    ``start_task`` / ``update`` / ``finish_task`` are called by the ``ema`` and ``dema`` methods and
+    ``start_task`` / ``update`` / ``finish_task`` are called by the EMA methods of ``lcia.methods`` and
     by ``lcia.integrations.DynamicEmaCallback`` (for a stock Hugging Face Trainer).
     """
 

@@ -5,7 +5,7 @@ manifest.json        versions, git commit, seed, hardware, timings per stage and
 results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
 predictions.jsonl    one line per (row, task, test example): prediction, references, score
 train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
-<name>.jsonl         a method's own log (``ctx.emit``; its docstring names it, e.g. ema_coefficients)
+<name>.jsonl         a method's own log (``ctx.emit``; the method's docstring names it)
 <name>.json          a method's artifacts (JSON, or <name>.safetensors for tensors), also kept in each
                      adapters/stage-K/
 adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + safetensors; one
@@ -150,7 +150,7 @@ class RunDir:
         self.rewrite_jsonl("predictions.jsonl", lambda r: r["row"] < rows)
 
     def keep_train_log(self, checkpoint: dict | None) -> None:
-        """Drop training-log lines (and method logs such as ema_coefficients.jsonl) past the checkpoint
+        """Drop training-log lines (and the methods' own logs) past the checkpoint
         a resumed run continues from."""
         reached = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
         for path in sorted(self.path.glob("*.jsonl")):

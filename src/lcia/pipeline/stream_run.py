@@ -169,7 +169,7 @@ class StreamRun:
             self.record.setdefault("vision", self.session.vision)
         if resume:
             self.latest = self.checkpoints.latest(log=self.log)
-        if self.latest is not None:  # weights and method state (a stage's examples may depend on it, e.g. replay)
+        if self.latest is not None:  # weights and method state (a stage's examples may depend on it)
             self.resume = self.checkpoints.restore(self.latest, self.session.model, self.session.method)
 
     def _prepare_run_dir(self, *, overwrite: bool, resume: bool) -> None:

@@ -139,7 +139,7 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def method_label(config: dict) -> str:
-    """'dema (preset=paper)': the method and the parameters the config sets (the rest are defaults)."""
+    """'name (key=value, ...)': the method and the parameters the config sets (the rest are defaults)."""
     params = config["method"]["params"]
     return config["method"]["name"] + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
 
