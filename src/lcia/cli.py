@@ -167,7 +167,7 @@ def _cmd_route(args) -> None:
 
     from lcia.pipeline.session import open_saved
 
-    session, _ = open_saved(args.run_dir, args.stage)
+    session, _ = open_saved(args.run_dir, args.stage, model=False)
     route = session.method.explain_route(args.instruction)
     if not route.scores:
         console.print(f"{args.run_dir} ({session.cfg.method.name}): {route.rule}")

@@ -16,8 +16,8 @@ Everything else about a method lives in its class too, so that a method is one f
 * ``capabilities``: what it needs and where it works; the runner and the loop enforce them.
 * ``route`` / ``explain_route`` / ``task_adapters``: which adapter answers an example, why (``lcia route``),
   and which adapter each task trained (routing accuracy).
-* ``artifacts`` / ``load_stage``: files kept beside each stage's adapters, and what a saved stage needs
-  to answer again (``lcia eval | ask | route``).
+* ``artifacts`` / ``load_artifacts`` / ``load_stage``: files kept beside each stage's adapters, and what a
+  saved stage needs to route and answer again (``lcia eval | ask | route``).
 * ``summary`` / ``report_lines`` / ``report_figures``: what it did, for results.json and ``lcia report``.
 * ``state_dict`` / ``load_state_dict`` / ``restore_model``: everything needed to resume.
 
@@ -150,10 +150,14 @@ class Method:
         name ending in ``.safetensors``, a dict of tensors (e.g. weights that are not a PEFT adapter's)."""
         return {}
 
+    def load_artifacts(self, folder: Path) -> None:
+        """For ``lcia eval | ask | route``: read back from a saved stage's ``folder`` the ``artifacts`` that
+        routing needs (e.g. a codebook). ``lcia route`` calls only this: it loads no model."""
+
     def load_stage(self, model: PeftModel, folder: Path) -> PeftModel:
-        """For ``lcia eval | ask | route``: a saved stage's adapters are loaded into ``model`` with plain PEFT (the
-        first one active); set up, from the ``artifacts`` saved in ``folder``, whatever else answering needs
-        (several active adapters, a router, a codebook). Returns the model (default: unchanged)."""
+        """For ``lcia eval | ask``, after ``load_artifacts``: a saved stage's adapters are loaded into ``model`` with
+        plain PEFT (the first one active); set up whatever else answering needs (several active adapters, a
+        router). Returns the model (default: unchanged)."""
         return model
 
     # --- reporting ----------------------------------------------------------------------------------

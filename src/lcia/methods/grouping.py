@@ -128,10 +128,10 @@ class Grouping(Method):
     def artifacts(self) -> dict[str, Any]:
         return super().artifacts() | {CODEBOOK: self.codebook.to_json() | {"decisions": self.decisions}}
 
-    def load_stage(self, model, folder):
+    def load_artifacts(self, folder) -> None:
         data = read_json(folder / CODEBOOK)
         self.codebook = Codebook.from_json(data, build_similarity(data["similarity"]))
-        return super().load_stage(model, folder)
+        super().load_artifacts(folder)
 
     def summary(self) -> dict[str, Any]:
         return super().summary() | {"grouping": {**self.codebook.to_json(), "adapter_init": self.params.adapter_init}}

@@ -10,6 +10,8 @@ all need, built in one place.
     session.evaluate_row(tasks, row)        every task's test set answered and scored: one row of the matrix
     session.ask(instruction, ...)           one greedy answer from the adapter the method routes it to
 
+``open_saved(..., model=False)`` reads only the method's artifacts: ``lcia route`` loads no model.
+
 ``open_saved`` builds the session of a finished run's stage; ``evaluate_saved`` is ``lcia eval``.
 """
 
@@ -116,6 +118,7 @@ class Session:
         if folder is None and vision and "prealign" in vision:  # a trained stage's adapters hold their projector
             load_prealigned(self.model, vision["prealign"])
         if folder is not None:
+            self.method.load_artifacts(folder)
             self.model = self.method.load_stage(load_adapters(self.model, folder), folder)
         self.model.to(self.device)
         set_attention(self.model, self.precision, self.device)
@@ -181,8 +184,9 @@ def saved_stages(out: RunDir) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("stage-*")) if folder.exists() else []
 
 
-def open_saved(run_dir: str | Path, stage: int | None = None) -> tuple[Session, int | None]:
-    """The session of a finished run after ``stage`` (default: its last; None when it never trained)."""
+def open_saved(run_dir: str | Path, stage: int | None = None, *, model: bool = True) -> tuple[Session, int | None]:
+    """The session of a finished run after ``stage`` (default: its last; None when it never trained); without
+    ``model``, only its method with the stage's artifacts (enough to route)."""
     out = RunDir(run_dir)
     cfg = load_config(str(out.path / "config.yaml"))
     stages = saved_stages(out)
@@ -193,7 +197,11 @@ def open_saved(run_dir: str | Path, stage: int | None = None) -> tuple[Session, 
     manifest = out.read_json("manifest.json")
     vision = manifest.get("vision")  # None: a text model
     session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images=vision is not None)
-    session.load_stage(out.adapter_dir(stage) if stage is not None else None, manifest.get("precision", "fp32"), vision)
+    folder = out.adapter_dir(stage) if stage is not None else None
+    if model:
+        session.load_stage(folder, manifest.get("precision", "fp32"), vision)
+    elif folder is not None:
+        session.method.load_artifacts(folder)
     return session, stage
 
 
