@@ -36,12 +36,12 @@ from lcia.models.lora import add_lora, shared_whole_modules
 class OLora(Method):
     """O-LoRA: a new LoRA per task, kept orthogonal to the frozen adapters of earlier tasks."""
 
-    # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
-    capabilities = Capabilities(ddp=True)
-
     class Params(MethodParams):
         orth: NonNegativeFloat = Field(0.5, description="weight of the orthogonality term (the official lamda_1)")
         l2: NonNegativeFloat = Field(0.0, description="weight of the new adapter's L2 term (the official lamda_2)")
+
+    # DDP: the training loop wraps each stage's model after before_task, so the new adapter is in it.
+    capabilities = Capabilities(ddp=True)
 
     def __init__(self, params: Params | None = None):
         super().__init__(params)
