@@ -23,8 +23,8 @@ LAYERS = [
     ["lcia.config"],
     ["lcia.training", "lcia.evaluation"],
     ["lcia.pipeline", "lcia.reporting"],
-    ["lcia.compare", "lcia.sweep", "lcia.integrations"],
-    ["lcia.cli", "lcia.__main__", "lcia"],
+    ["lcia.compare", "lcia.sweep", "lcia.integrations", "lcia.serving"],
+    ["lcia.api", "lcia.cli", "lcia.__main__", "lcia"],
 ]  # fmt: skip
 
 

@@ -128,6 +128,8 @@ class MethodConfig(_Section):
 
 class RunConfig(_Section):
     stream: str = "ni-cit-small"  # a built-in stream name or a stream YAML file
+    # stream YAML files whose tasks follow the stream's, in order (``lcia extend`` appends one per call)
+    extensions: list[str] = Field(default_factory=list)
     method: MethodConfig = Field(default_factory=MethodConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -156,22 +158,38 @@ def parse_value(raw: str) -> Any:
     return value
 
 
-def _apply_override(data: dict, assignment: str) -> tuple:
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key:
-        raise input_error(f"expected key=value, got {assignment!r}", file="--set")
-    parts = key.strip().split(".")
+def _set(data: dict, parts: tuple, value: Any, where: str) -> tuple:
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise input_error("is not a section", file="--set", field=part)
-    node[parts[-1]] = parse_value(raw)
-    return tuple(parts)
+            raise input_error("is not a section", file=where, field=part)
+    node[parts[-1]] = value
+    return parts
 
 
-def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a run config from YAML (or take the defaults) and apply ``key=value`` overrides."""
+def _apply_override(data: dict, assignment: str) -> tuple:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise input_error(f"expected key=value, got {assignment!r}", file="--set")
+    return _set(data, tuple(key.strip().split(".")), parse_value(raw), "--set")
+
+
+def _leaves(updates: dict, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    """``{"training": {"steps": 5}}`` -> ``[(("training", "steps"), 5)]`` (``method.params`` is one value)."""
+    leaves = []
+    for key, value in updates.items():
+        parts = prefix + tuple(str(key).split("."))
+        if isinstance(value, dict) and parts != ("method", "params"):
+            leaves += _leaves(value, parts)
+        else:
+            leaves.append((parts, value))
+    return leaves
+
+
+def load_config(path: str | None = None, overrides: list[str] = (), updates: dict | None = None) -> RunConfig:
+    """Read a run config from YAML (or take the defaults), apply ``key=value`` overrides (the command line's
+    ``--set``) and ``updates`` (nested values, from Python); errors in either name ``--set`` and the field."""
     source = YamlFile(path) if path else None
     data = source.data if source else {}
     if data is None:
@@ -179,4 +197,5 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
     if not isinstance(data, dict):
         raise input_error("a run config is a mapping of sections", file=path, line=1)
     overridden = {_apply_override(data, item) for item in overrides}
+    overridden |= {_set(data, parts, value, "--set") for parts, value in _leaves(updates or {})}
     return validate(RunConfig, data, source, overridden=overridden)

@@ -145,9 +145,11 @@ class RunDir:
             kept = [r for r in self.read_jsonl(name) if keep(r)]
             write_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def keep_rows(self, rows: int) -> None:
-        """Drop predictions of rows past the last one recorded in results.json (a row cut short by a crash)."""
-        self.rewrite_jsonl("predictions.jsonl", lambda r: r["row"] < rows)
+    def keep_cells(self, matrix: list[list[float]], tasks: list[str]) -> None:
+        """Drop predictions of cells not recorded in results.json's matrix (a row, or an extended run's new
+        columns of a row, cut short by a crash): row r covers the first len(matrix[r]) tasks."""
+        covered = {(r, task) for r, row in enumerate(matrix) for task in tasks[: len(row)]}
+        self.rewrite_jsonl("predictions.jsonl", lambda record: (record["row"], record["task"]) in covered)
 
     def keep_train_log(self, checkpoint: dict | None) -> None:
         """Drop training-log lines (and the methods' own logs) past the checkpoint
@@ -157,12 +159,11 @@ class RunDir:
             if path.name != "predictions.jsonl":
                 self.rewrite_jsonl(path.name, lambda r: (r["stage"], r["step"]) <= reached)
 
-    def repeat_row(self, row: int) -> None:
-        """Row ``row`` of a method that never trains: the previous row's predictions, unchanged."""
-        self.append(
-            "predictions.jsonl",
-            [{**r, "row": row} for r in self.read_jsonl("predictions.jsonl") if r["row"] == row - 1],
-        )
+    def repeat_row(self, row: int, tasks: list[str] | None = None) -> None:
+        """Row ``row`` of a method that never trains: row 0's predictions (of ``tasks``; default: all), unchanged."""
+        records = self.read_jsonl("predictions.jsonl")
+        repeated = [r for r in records if r["row"] == 0 and (tasks is None or r["task"] in tasks)]
+        self.append("predictions.jsonl", [{**r, "row": row} for r in repeated])
 
     def adapter_dir(self, stage: int) -> Path:
         return self.path / "adapters" / f"stage-{stage}"

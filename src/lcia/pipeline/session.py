@@ -28,7 +28,7 @@ from lcia.core.precision import accelerator_for, answering_precision, inference_
 from lcia.data.images import ImageSlots
 from lcia.data.prompts import Encoded, encode_for_training
 from lcia.data.schema import Example
-from lcia.data.streams import load_stream
+from lcia.data.streams import load_stream, order_tasks
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted, input_error
 from lcia.evaluation.generate import generate_answers
@@ -179,6 +179,26 @@ class Session:
         return route, answer
 
 
+def run_tasks(cfg: RunConfig) -> list[Task]:
+    """A run's tasks in training order: its stream in ``data.order``, then the tasks of each extension."""
+    data = cfg.data
+    tasks = order_tasks(load_stream(cfg.stream, data.test_size, data.train_size, data.split_seed), data.order)
+    for extension in cfg.extensions:
+        for task in load_stream(extension, data.test_size, data.train_size, data.split_seed):
+            if any(task.name == t.name for t in tasks):
+                raise input_error(f"task {task.name!r} is already in the run", file=extension)
+            tasks.append(task)
+    return tasks
+
+
+def saved_session(cfg: RunConfig, out: RunDir, stage: int | None, manifest: dict) -> Session:
+    """The session of a run's saved ``stage`` (None: the untrained base model), answering as the run did."""
+    vision = manifest.get("vision")  # None: a text model
+    session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images=vision is not None)
+    session.load_stage(out.adapter_dir(stage) if stage is not None else None, manifest.get("precision", "fp32"), vision)
+    return session
+
+
 def saved_stages(out: RunDir) -> list[int]:
     folder = out.path / "adapters"
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("stage-*")) if folder.exists() else []
@@ -195,13 +215,11 @@ def open_saved(run_dir: str | Path, stage: int | None = None, *, model: bool = T
     if stage is not None and stage not in stages:
         raise input_error(f"no adapter for stage {stage} (saved: {stages or 'none'})", file=out.path / "adapters")
     manifest = out.read_json("manifest.json")
-    vision = manifest.get("vision")  # None: a text model
-    session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images=vision is not None)
-    folder = out.adapter_dir(stage) if stage is not None else None
     if model:
-        session.load_stage(folder, manifest.get("precision", "fp32"), vision)
-    elif folder is not None:
-        session.method.load_artifacts(folder)
+        return saved_session(cfg, out, stage, manifest), stage
+    session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images="vision" in manifest)
+    if stage is not None:
+        session.method.load_artifacts(out.adapter_dir(stage))
     return session, stage
 
 
@@ -211,7 +229,8 @@ def evaluate_saved(run_dir: str, stage: int | None = None, stream: str | None = 
     ``eval/stage-K.predictions.jsonl`` into the run directory."""
     session, stage = open_saved(run_dir, stage)
     cfg = session.cfg
-    tasks = load_stream(stream or cfg.stream, cfg.data.test_size, cfg.data.train_size, cfg.data.split_seed)
+    data = cfg.data
+    tasks = load_stream(stream, data.test_size, data.train_size, data.split_seed) if stream else run_tasks(cfg)
     eval_dir = RunDir(Path(run_dir) / "eval")
     eval_dir.path.mkdir(exist_ok=True)
     name = f"stage-{stage or 0}"

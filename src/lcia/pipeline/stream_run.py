@@ -30,7 +30,6 @@ from lcia.core import distributed
 from lcia.core.files import DiskFull
 from lcia.core.precision import resolve_precision
 from lcia.data.images import uses_images
-from lcia.data.streams import load_stream, order_tasks
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted
 from lcia.evaluation.metrics import bootstrap_metrics, compute_metrics
@@ -38,7 +37,7 @@ from lcia.evaluation.routing import routing_accuracy
 from lcia.methods import build_method
 from lcia.pipeline.checkpoints import Checkpoints
 from lcia.pipeline.run_files import RunDir
-from lcia.pipeline.session import Session
+from lcia.pipeline.session import Session, run_tasks, saved_session
 from lcia.reporting.loggers import RunLoggers
 from lcia.reporting.manifest import manifest
 from lcia.training.loop import Stage, StageEvents, check_examples, train_stage
@@ -61,6 +60,7 @@ def run(
         with stream.opened(overwrite=overwrite, resume=resume):
             if not stream.matrix:
                 stream.evaluate_row(0)
+            stream.complete_rows()  # an extended run: its new tasks' cells in the rows done before
             for stage in range(1, len(stream.stages) + 1):
                 if stream.needs_training(stage):
                     stream.save_stage(stage, stream.train_stage(stage))
@@ -117,8 +117,7 @@ class StreamRun:
         self.main = state.is_main_process
         self.progress, self.log = (progress, log) if self.main else (False, lambda *_: None)
         self.out, self.checkpoints = RunDir(cfg.run_dir()), Checkpoints(Path(cfg.run_dir()))
-        data = cfg.data
-        self.tasks = order_tasks(load_stream(cfg.stream, data.test_size, data.train_size, data.split_seed), data.order)
+        self.tasks = run_tasks(cfg)
         method = build_method(cfg.method.name, cfg.method.params)
         distributed.refuse_unsupported(state, method)
         images = uses_images(ex for t in self.tasks for ex in t.train)
@@ -183,8 +182,9 @@ class StreamRun:
                     f"note: resumed on {distributed.world_size()} processes, started on {started_with}: the same "
                     "batches, but a resumed stage's LoRA dropout masks differ from an uninterrupted run's"
                 )
-            rows = len(out.read_json("results.json")["matrix"]) if (out.path / "results.json").exists() else 0
-            out.keep_rows(rows)
+            matrix = out.read_json("results.json")["matrix"] if (out.path / "results.json").exists() else []
+            out.keep_cells(matrix, [t.name for t in self.tasks])
+            rows = len(matrix)
             latest = self.checkpoints.latest(log=self.log)
             out.keep_train_log(latest)
             done = f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint"
@@ -220,6 +220,28 @@ class StreamRun:
         if self.main:
             self.out.write_json("results.json", results_record(self.tasks, self.stages, self.matrix))
             self.out.write_json("manifest.json", self.record)
+
+    def complete_rows(self) -> None:
+        """Cells of earlier rows that lack the tasks an extension added, answered by the run's saved stages
+        (row r by the adapters after stage r, routed by the method as then), as in one run over the whole stream."""
+        manifest = self.out.read_json("manifest.json")
+        for row, scores in enumerate(self.matrix):
+            missing = self.tasks[len(scores) :]
+            if missing:
+                added = self._saved_row(row, missing, manifest)
+                scores += added
+                self.log(f"row {row}, new tasks: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(missing, added)))
+                if self.main:
+                    self.out.write_json("results.json", results_record(self.tasks, self.stages, self.matrix))
+
+    def _saved_row(self, row: int, tasks: list[Task], manifest: dict) -> list[float]:
+        if row and not self.session.method.capabilities.trains:  # a method that never trains: row 0 again
+            if self.main:
+                self.out.repeat_row(row, [t.name for t in tasks])
+            return self.matrix[0][-len(tasks) :]
+        saved = saved_session(self.cfg, self.out, row or None, manifest)
+        keep = (lambda cell, task: self.out.append_cell(cell, task)) if self.main else None
+        return saved.evaluate_row(tasks, row, on_cell=keep, should_stop=self.should_stop, progress=self.progress)
 
     def needs_training(self, stage: int) -> bool:
         """Whether ``stage`` still trains: not for a method that never trains, nor when a checkpoint ends it."""
