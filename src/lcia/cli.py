@@ -1,5 +1,5 @@
-"""``lcia run | sweep | compare | methods | metrics | report | eval | route | ask``: parses arguments, calls the
-library."""
+"""``lcia run | sweep | compare | extend | methods | metrics | report | eval | route | ask``: parses arguments,
+calls the library (the Python API of ``lcia.api`` where there is one)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ from lcia.errors import Interrupted, LciaError  # noqa: E402
 console = Console()
 
 
+def _log(line: str) -> None:
+    console.print(line, soft_wrap=True, markup=False)
+
+
 def _cmd_run(args) -> None:
+    from lcia import api
     from lcia.config import load_config
     from lcia.core.distributed import process_state
-    from lcia.pipeline.run_files import RunDir
-    from lcia.pipeline.stream_run import run
-    from lcia.reporting.tables import matrix_table, metrics_table
 
     console.quiet = not process_state().is_main_process  # under `accelerate launch`, rank 0 reports
     if args.resume:
@@ -41,21 +43,25 @@ def _cmd_run(args) -> None:
         f"[bold]lcia run[/]: stream {cfg.stream}, method {cfg.method.name}, seed {cfg.seed} -> {cfg.run_dir()}",
         soft_wrap=True,
     )
-    result = run(
-        cfg,
-        overwrite=args.overwrite,
-        resume=bool(args.resume),
-        progress=not args.quiet,
-        log=lambda line: console.print(line, soft_wrap=True, markup=False),
-    )
-    results = RunDir(result.run_dir).read_json("results.json")
+    run = api.run(cfg, overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet, log=_log)
+    _print_results(run)
+
+
+def _cmd_extend(args) -> None:
+    from lcia import api
+
+    _print_results(api.load(args.run_dir).extend(args.tasks, progress=not args.quiet, log=_log))
+
+
+def _print_results(run) -> None:
+    from lcia.reporting.tables import matrix_table, metrics_table
+
+    results = run.results
     console.print(matrix_table(results))
     console.print(metrics_table(results["metrics"], results.get("intervals")))
     if "routing" in results:
         console.print(f"routing accuracy (last row): {results['routing']['final']:.3f}")
-    console.print(
-        f"written to {result.run_dir}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)"
-    )
+    console.print(f"written to {run.path}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)")
 
 
 def _cmd_metrics(args) -> None:
@@ -182,13 +188,14 @@ def _cmd_route(args) -> None:
 
 
 def _cmd_ask(args) -> None:
-    from lcia.pipeline.session import open_saved
+    from lcia import api
 
-    session, _ = open_saved(args.run_dir, args.stage)
-    route, answer = session.ask(args.instruction, args.input, args.max_new_tokens, args.image)
-    if route.adapter is not None:
-        console.print(f"[dim]{route.adapter} ({route.holds.get(route.adapter, '')})[/]", soft_wrap=True)
-    print(answer)
+    answer = api.load(args.run_dir).ask(
+        args.instruction, args.input, max_new_tokens=args.max_new_tokens, image=args.image, stage=args.stage
+    )
+    if answer.adapter is not None:
+        console.print(f"[dim]{answer.adapter} ({answer.route.holds.get(answer.adapter, '')})[/]", soft_wrap=True)
+    print(answer.text)
 
 
 def _cmd_methods(args) -> None:
@@ -252,6 +259,12 @@ def _training_commands(sub) -> None:
     p.add_argument("--out", default=None, help="folder of the runs and the comparison (default: runs/compare-NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("extend", help="train new tasks after a finished run's last stage; the grid grows both ways")
+    p.add_argument("run_dir")
+    p.add_argument("tasks", metavar="NEW_TASKS.yaml", help="a stream file of the new tasks (as for lcia run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_extend)
 
     p = sub.add_parser("methods", help="the registered methods, their capabilities and parameters with defaults")
     p.add_argument("names", nargs="*", metavar="METHOD", help="only these methods")
