@@ -23,13 +23,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from lcia.config import RunConfig, load_config
-from lcia.methods import Route
-from lcia.pipeline.extend import extend_run
-from lcia.pipeline.run_files import RunDir
-from lcia.pipeline.session import Session, evaluate_saved, open_saved
-from lcia.pipeline.stream_run import run as run_stream
-from lcia.reporting.report import write_report
+from lcia.core.runtime import offline_and_quiet
+
+offline_and_quiet()
+
+from lcia.config import RunConfig, load_config  # noqa: E402
+from lcia.methods import Route  # noqa: E402
+from lcia.pipeline.extend import extend_run  # noqa: E402
+from lcia.pipeline.run_files import RunDir  # noqa: E402
+from lcia.pipeline.session import Session, evaluate_saved, open_saved  # noqa: E402
+from lcia.pipeline.stream_run import run as run_stream  # noqa: E402
+from lcia.reporting.report import write_report  # noqa: E402
 
 
 @dataclass
