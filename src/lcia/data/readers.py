@@ -1,5 +1,10 @@
 """Readers that turn a user's data file into a list of :class:`~lcia.data.schema.Example`.
 
+Sources: a JSON array, JSON Lines or a BIG-bench ``task.json``; or, read with Hugging Face ``datasets``
+(:mod:`lcia.data.hf_datasets`), a folder written by ``save_to_disk`` (for a ``DatasetDict``, its split's
+folder, e.g. ``data/my-dict/train``) or a ``.parquet``, ``.arrow`` or ``.csv`` file, whose rows are records
+of the same formats (a null cell being an absent field).
+
 Formats (``format=``):
 
 * ``alpaca``: a JSON array or JSON Lines of ``{"instruction", "input"?, "output"}`` objects.
@@ -23,7 +28,8 @@ placeholder, which is removed from the ``instruction`` (compared for grouping an
 the messages, where the model's prompt puts the image.
 
 Every bad input raises an :class:`~lcia.errors.LciaError` that reads ``file:line: field: message``, the
-line being the 1-based line where the offending record starts.
+line being the 1-based line where the offending record starts; for a ``datasets`` source it reads
+``file:row N: field: message``, N the 1-based row.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from lcia.data.hf_datasets import Row, default_image_folder, is_dataset_source, load_rows
 from lcia.data.images import IMAGE_PLACEHOLDER
 from lcia.data.json_records import Source, Where, json_type, load, record_id, string
 from lcia.data.schema import Example
@@ -54,8 +61,9 @@ def read_examples(
     (``instruction`` field, ``task_prefix``, system message) and supplies one for files that have none;
     a string ``prompt``, which would otherwise be the instruction, then becomes the ``input``.
     A record's ``id`` field (string or integer) is its id; otherwise the id is ``<file stem>-<index>``
-    with a 0-based index (for a BIG-bench ``task.json``, its folder's name instead of the stem ``task``).
-    Relative image paths are resolved against ``image_folder`` (default: the file's folder).
+    with a 0-based index (for a BIG-bench ``task.json``, its folder's name instead of the stem ``task``; a
+    ``save_to_disk`` folder has a stem too: ``data/train`` gives ``train-0``). Relative image paths are
+    resolved against ``image_folder`` (default: the file's folder, or a ``save_to_disk`` folder itself).
     Raises :class:`~lcia.errors.LciaError` on any bad input.
     """
     file = str(path)
@@ -63,7 +71,7 @@ def read_examples(
         raise input_error(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}", file, field="format")
     if instruction is not None and not instruction.strip():
         raise input_error("the instruction argument is empty", file, field="instruction")
-    source = load(file)
+    source = load_rows(file) if is_dataset_source(file) else load(file)
     if source.task is not None:
         if format not in ("auto", "bigbench"):
             message = f"this is a BIG-bench task file (an object with `examples`), not {format}"
@@ -78,7 +86,7 @@ def read_examples(
             format = _detect(source.records[0], file)
         prefix = ""
     parse = _PARSERS[format]
-    images = Path(image_folder) if image_folder is not None else Path(file).parent
+    images = Path(image_folder) if image_folder is not None else default_image_folder(file)
     stem = Path(file).stem
     if source.task is not None and stem == "task":
         # Every BIG-bench task file is called task.json: its folder names the task.
@@ -90,7 +98,9 @@ def read_examples(
             raise where.error(None, f"expected a JSON object, got {json_type(record)}")
         example_id = record_id(record, where, f"{stem}-{index}")
         if example_id in first_line_of_id:
-            raise where.error("id", f"duplicate id {example_id!r} (first on line {first_line_of_id[example_id]})")
+            first = first_line_of_id[example_id]
+            place = first if isinstance(first, Row) else f"line {first}"  # a Row prints as "row N"
+            raise where.error("id", f"duplicate id {example_id!r} (first on {place})")
         first_line_of_id[example_id] = line
         example = parse(record, where, instruction, example_id)
         if format in _IMAGE_FIELD:

@@ -14,6 +14,8 @@ built-in task or a mapping (``TaskSpec``) that points at files in any format ``r
         train: vqa/train.json       # LLaVA conversations (format: llava)
         image_folder: vqa/images    # image paths are relative to it (default: the data file's folder)
         scorer: vqa
+      - name: my-hf-task
+        train: data/my-dataset      # a datasets save_to_disk folder; or .parquet, .arrow, .csv
 
 Built-in tasks read the installed ``bigbench`` package, and the image tasks of ``coin-mini`` the
 installed easy-VQA, BIG-bench CIFAR-10 and scikit-learn digits (``lcia.data.coin``); nothing is copied
@@ -45,7 +47,7 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    train: str | None = None  # data file (all examples when there is no ``test``)
+    train: str | None = None  # data file or save_to_disk folder (all examples when there is no ``test``)
     test: str | None = None
     bigbench: str | None = None  # a task.json under the installed bigbench/benchmark_tasks
     images: str | None = None  # a packaged image task (lcia.data.coin.IMAGE_TASKS), e.g. "easy-vqa/shape"
