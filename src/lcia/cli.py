@@ -198,6 +198,13 @@ def _cmd_ask(args) -> None:
     print(answer.text)
 
 
+def _cmd_serve(args) -> None:
+    from lcia.serving import serve
+
+    serve(args.run_dir, host=args.host, port=args.port, stage=args.stage, batch_size=args.batch_size,
+          log_line=lambda line: console.print(line, soft_wrap=True, markup=False))  # fmt: skip
+
+
 def _cmd_methods(args) -> None:
     from rich.table import Table
 
@@ -307,6 +314,15 @@ def _saved_run_commands(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--image", default="", help="an image file, for a run on a stream with images")
     p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible chat server over a trained run (docs/serving.md)")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", type=int, default=None, help="the adapters after this stage (default: the last)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=None, help="requests answered at once (default: the run's "
+                   "evaluation.batch_size; 1: one at a time, exactly lcia ask's answers in any precision)")  # fmt: skip
+    p.set_defaults(func=_cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,12 +8,14 @@ token leaves the batch and the cache at once, so later steps compute only the se
 Answers repeat exactly for the same weights and batch size. When a method routes examples to adapters,
 each adapter's examples are generated together with that adapter active. With ``images`` (a
 vision-language model's ``VisionInputs``), the prompt pass gets each prompt's image, and the shared
-prefix stops before the first image token.
+prefix stops before the first image token. ``on_token`` hears each answer token as it is decoded (a
+server streams with it); unused, it costs one test per token and changes nothing.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -38,11 +40,12 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
 @torch.inference_mode()
 def _generate_batch(
     model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int, image_inputs: dict | None = None,
-    image_token: int | None = None,
+    image_token: int | None = None, on_token: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Greedy decoding on the KV cache. The prompts' shared prefix (a task's chat template and
     instruction) is encoded once and its cache copied to every row; a row that ends leaves the batch.
-    ``image_inputs`` (the images of the prompts that hold ``image_token``, in order) go to the prompt pass."""
+    ``image_inputs`` (the images of the prompts that hold ``image_token``, in order) go to the prompt pass;
+    ``on_token(row, token)`` hears each answer token of prompt ``row`` as it is decoded."""
     device = next(model.parameters()).device
     shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
     if image_inputs and image_token in prompts[0][:shared]:
@@ -79,6 +82,8 @@ def _generate_batch(
         for row, token in zip(rows.tolist(), tokens.tolist()):
             if token != eos_id:
                 answers[row].append(token)
+                if on_token is not None:
+                    on_token(row, token)
         going = tokens != eos_id
         if step == max_new_tokens - 1 or not going.any():
             break
@@ -105,10 +110,12 @@ def generate_answers(
     progress: bool = True,
     images=None,
     precision: str = "fp32",
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Greedy answers for ``examples``, in their order; ``adapters[i]`` answers example i (None: the active one).
     ``images`` (``lcia.models.vision.VisionInputs``) gives a vision-language model the examples' images;
-    ``precision`` ``bf16`` answers under bf16 autocast (the run's training precision)."""
+    ``precision`` ``bf16`` answers under bf16 autocast (the run's training precision); ``on_token(i, token)``
+    hears each token of example i's answer as it is decoded (the end-of-turn token is not an answer token)."""
     slots = images.slots if images is not None else None
     prompts = [fit(encode_prompt(tokenizer, ex, slots), max_length - max_new_tokens) for ex in examples]
     for ex, prompt in zip(examples, prompts):
@@ -136,9 +143,17 @@ def generate_answers(
                     max_new_tokens,
                     images.forward_inputs(refs, device) if refs else None,
                     slots.token_id if slots else None,
+                    _in_examples(on_token, chunk),
                 )
                 for i, out in zip(chunk, outs):
                     answers[i] = tokenizer.decode(out, skip_special_tokens=True).strip()
                 bar.update(len(chunk))
     bar.close()
     return answers
+
+
+def _in_examples(on_token: Callable[[int, int], None] | None, chunk: list[int]) -> Callable[[int, int], None] | None:
+    """``on_token`` told the example index of a batch row."""
+    if on_token is None:
+        return None
+    return lambda row, token: on_token(chunk[row], token)
