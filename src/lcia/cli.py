@@ -4,17 +4,12 @@ calls the library (the Python API of ``lcia.api`` where there is one)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import warnings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
-# PEFT calls a transformers API that warns of its own deprecation on every adapter: noise for users.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-# bitsandbytes (imported by PEFT) logs at import, on AVX512-BF16 CPUs, that it could not fetch an optional
-# kernel from the Hugging Face hub: lcia never fetches one, and a bad-input error must stay one line.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+from lcia.core.runtime import offline_and_quiet
+
+offline_and_quiet()
 
 from rich.console import Console  # noqa: E402
 
