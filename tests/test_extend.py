@@ -62,7 +62,8 @@ def test_an_extended_run_equals_one_run_over_the_longer_stream(method, tiny_conf
     assert cells(tmp_path / "run") == cells(tmp_path / "whole")
     ours, theirs = (RunDir(tmp_path / name).read_json("results.json") for name in ("run", "whole"))
     assert ours.get("method") == theirs.get("method") and ours.get("routing") == theirs.get("routing")
-    assert "### run: results" in write_report([tmp_path / "run"], tmp_path / "report").read_text()
+    report = write_report([tmp_path / "run"], tmp_path / "report").read_text()
+    assert "| setting | seeds | colors | echo | shout |" in report and "(3 tasks" in report
 
 
 def test_a_stopped_extension_resumes_and_a_joint_method_is_refused(tiny_config, streams, tmp_path, monkeypatch, capsys):
