@@ -27,7 +27,7 @@ from lcia.core.runtime import offline_and_quiet
 
 offline_and_quiet()
 
-from lcia.config import RunConfig, load_config  # noqa: E402
+from lcia.config import RunConfig, leaves, load_config  # noqa: E402
 from lcia.methods import Route  # noqa: E402
 from lcia.pipeline.extend import extend_run  # noqa: E402
 from lcia.pipeline.run_files import RunDir  # noqa: E402
@@ -55,7 +55,7 @@ class Run:
 
     @cached_property
     def config(self) -> RunConfig:
-        return load_config(str(self.path / "config.yaml"), [f"output_dir={self.path}"])
+        return RunDir(self.path).config()
 
     @cached_property
     def results(self) -> dict:
@@ -120,18 +120,11 @@ class Run:
 def run(config: str | Path | RunConfig | None = None, *, overwrite: bool = False, resume: bool = False,
         progress: bool = True, log=print, **overrides) -> Run:  # fmt: skip
     """Train and evaluate a stream (``lcia run``); returns the finished run."""
-    if isinstance(config, RunConfig):
-        overrides, config = _merged(config.model_dump(mode="json"), overrides), None
+    if isinstance(config, RunConfig):  # its values, then the overrides over them
+        values = {".".join(key): value for key, value in leaves(config.model_dump(mode="json"))}
+        overrides, config = values | overrides, None
     cfg = load_config(str(config) if config is not None else None, updates=overrides)
     return Run(run_stream(cfg, overwrite=overwrite, resume=resume, progress=progress, log=log).run_dir)
-
-
-def _merged(base: dict, updates: dict) -> dict:
-    merged = dict(base)
-    for key, value in updates.items():
-        both = isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params"
-        merged[key] = _merged(merged[key], value) if both else value
-    return merged
 
 
 def load(run_dir: str | Path) -> Run:

@@ -4,7 +4,6 @@ calls the library (the Python API of ``lcia.api`` where there is one)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from lcia.core.runtime import offline_and_quiet
@@ -26,12 +25,13 @@ def _cmd_run(args) -> None:
     from lcia import api
     from lcia.config import load_config
     from lcia.core.distributed import process_state
+    from lcia.pipeline.run_files import RunDir
 
     console.quiet = not process_state().is_main_process  # under `accelerate launch`, rank 0 reports
     if args.resume:
         if args.config or args.set or args.overwrite:
             raise LciaError("--resume takes the run directory's own config.yaml: give no CONFIG, --set or --overwrite")
-        cfg = load_config(os.path.join(args.resume, "config.yaml"), [f"output_dir={args.resume}"])
+        cfg = RunDir(args.resume).config()
     else:
         cfg = load_config(args.config, args.set)
     console.print(
@@ -62,7 +62,6 @@ def _print_results(run) -> None:
 def _cmd_metrics(args) -> None:
     import json
 
-    from lcia.config import load_config
     from lcia.pipeline.run_files import RunDir
     from lcia.pipeline.stream_run import metrics_of
     from lcia.reporting.tables import matrix_table, metrics_table
@@ -71,7 +70,7 @@ def _cmd_metrics(args) -> None:
     results = run_dir.read_json("results.json")
     resamples = args.bootstrap
     if resamples is None:  # what the run itself used
-        resamples = load_config(str(run_dir.path / "config.yaml")).evaluation.bootstrap
+        resamples = run_dir.config().evaluation.bootstrap
     record = metrics_of(run_dir, results["tasks"], results["matrix"], resamples)
     if args.json:
         print(json.dumps(record, indent=2))

@@ -175,16 +175,16 @@ def _apply_override(data: dict, assignment: str) -> tuple:
     return _set(data, tuple(key.strip().split(".")), parse_value(raw), "--set")
 
 
-def _leaves(updates: dict, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+def leaves(updates: dict, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
     """``{"training": {"steps": 5}}`` -> ``[(("training", "steps"), 5)]`` (``method.params`` is one value)."""
-    leaves = []
+    found = []
     for key, value in updates.items():
         parts = prefix + tuple(str(key).split("."))
         if isinstance(value, dict) and parts != ("method", "params"):
-            leaves += _leaves(value, parts)
+            found += leaves(value, parts)
         else:
-            leaves.append((parts, value))
-    return leaves
+            found.append((parts, value))
+    return found
 
 
 def load_config(path: str | None = None, overrides: list[str] = (), updates: dict | None = None) -> RunConfig:
@@ -197,5 +197,5 @@ def load_config(path: str | None = None, overrides: list[str] = (), updates: dic
     if not isinstance(data, dict):
         raise input_error("a run config is a mapping of sections", file=path, line=1)
     overridden = {_apply_override(data, item) for item in overrides}
-    overridden |= {_set(data, parts, value, "--set") for parts, value in _leaves(updates or {})}
+    overridden |= {_set(data, parts, value, "--set") for parts, value in leaves(updates or {})}
     return validate(RunConfig, data, source, overridden=overridden)

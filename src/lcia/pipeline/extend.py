@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lcia.config import load_config
 from lcia.data.images import uses_images
 from lcia.errors import LciaError, input_error
 from lcia.methods import build_method
@@ -27,7 +26,7 @@ from lcia.pipeline.stream_run import RunResult, run
 def extend_run(run_dir: str | Path, tasks_file: str | Path, *, progress: bool = True, log=print) -> RunResult:
     """Train the tasks of ``tasks_file`` after the finished run in ``run_dir`` and complete its grid."""
     out = RunDir(run_dir)
-    cfg = load_config(str(out.path / "config.yaml"), [f"output_dir={out.path}"])
+    cfg = out.config()
     results = out.read_json("results.json")
     if "metrics" not in results:
         raise input_error("not a finished run: finish it first with lcia run --resume", file=out.path)

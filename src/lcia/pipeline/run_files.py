@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
+from lcia.config import RunConfig, load_config
 from lcia.core.files import disk_full, read_json, replace_atomic, write_atomic, write_json
 from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
@@ -86,12 +87,16 @@ class RunDir:
             raise input_error(f"no {name}: not a run directory, or the run has not started", file=self.path)
         return read_json(self.path / name)
 
+    def config(self) -> RunConfig:
+        """The run's own config.yaml, its output_dir this directory: a run moved elsewhere continues where it lies."""
+        return load_config(str(self.path / "config.yaml"), [f"output_dir={self.path}"])
+
     def write_config(self, config: dict) -> None:
         write_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def append(self, name: str, records: list[dict]) -> None:
         """Lines added at the end; a full disk may leave the last one half written, which readers skip and a
-        resumed run drops (``keep_rows``, ``keep_train_log``)."""
+        resumed run drops (``keep_cells``, ``keep_train_log``)."""
         try:
             with open(self.path / name, "a", encoding="utf-8") as handle:
                 handle.write("".join(json.dumps(record) + "\n" for record in records))

@@ -10,9 +10,8 @@ all need, built in one place.
     session.evaluate_row(tasks, row)        every task's test set answered and scored: one row of the matrix
     session.ask(instruction, ...)           one greedy answer from the adapter the method routes it to
 
-``open_saved(..., model=False)`` reads only the method's artifacts: ``lcia route`` loads no model.
-
-``open_saved`` builds the session of a finished run's stage; ``evaluate_saved`` is ``lcia eval``.
+``open_saved`` builds the session of a finished run's stage (with ``model=False`` only the method's
+artifacts: ``lcia route`` loads no model); ``evaluate_saved`` is ``lcia eval``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from lcia.config import RunConfig, load_config
+from lcia.config import RunConfig
 from lcia.core import distributed
 from lcia.core.precision import accelerator_for, answering_precision, inference_autocast, set_attention
 from lcia.data.images import ImageSlots
@@ -191,11 +190,16 @@ def run_tasks(cfg: RunConfig) -> list[Task]:
     return tasks
 
 
-def saved_session(cfg: RunConfig, out: RunDir, stage: int | None, manifest: dict) -> Session:
-    """The session of a run's saved ``stage`` (None: the untrained base model), answering as the run did."""
+def saved_session(cfg: RunConfig, out: RunDir, stage: int | None, manifest: dict, *, model: bool = True) -> Session:
+    """The session of a run's saved ``stage`` (None: the untrained base model), answering as the run did; without
+    ``model``, only its method with the stage's artifacts (enough to route)."""
     vision = manifest.get("vision")  # None: a text model
     session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images=vision is not None)
-    session.load_stage(out.adapter_dir(stage) if stage is not None else None, manifest.get("precision", "fp32"), vision)
+    folder = out.adapter_dir(stage) if stage is not None else None
+    if model:
+        session.load_stage(folder, manifest.get("precision", "fp32"), vision)
+    elif folder is not None:
+        session.method.load_artifacts(folder)
     return session
 
 
@@ -208,19 +212,13 @@ def open_saved(run_dir: str | Path, stage: int | None = None, *, model: bool = T
     """The session of a finished run after ``stage`` (default: its last; None when it never trained); without
     ``model``, only its method with the stage's artifacts (enough to route)."""
     out = RunDir(run_dir)
-    cfg = load_config(str(out.path / "config.yaml"))
+    cfg = out.config()
     stages = saved_stages(out)
     if stage is None and stages:
         stage = stages[-1]
     if stage is not None and stage not in stages:
         raise input_error(f"no adapter for stage {stage} (saved: {stages or 'none'})", file=out.path / "adapters")
-    manifest = out.read_json("manifest.json")
-    if model:
-        return saved_session(cfg, out, stage, manifest), stage
-    session = Session.open(cfg, build_method(cfg.method.name, cfg.method.params), images="vision" in manifest)
-    if stage is not None:
-        session.method.load_artifacts(out.adapter_dir(stage))
-    return session, stage
+    return saved_session(cfg, out, stage, out.read_json("manifest.json"), model=model), stage
 
 
 def evaluate_saved(run_dir: str, stage: int | None = None, stream: str | None = None, progress: bool = True) -> dict:

@@ -154,8 +154,7 @@ class StreamRun:
                 yield self
 
     def _open(self, *, overwrite: bool, resume: bool) -> None:
-        if self.main:
-            self._prepare_run_dir(overwrite=overwrite, resume=resume)
+        latest = self._prepare_run_dir(overwrite=overwrite, resume=resume) if self.main else None
         distributed.barrier()
         self.record = self.out.read_json("manifest.json")
         if resume and (self.out.path / "results.json").exists():
@@ -166,14 +165,15 @@ class StreamRun:
         self.session.load_for_training(self.record["precision"], self.progress)  # the precision it started in
         if self.session.vision is not None:
             self.record.setdefault("vision", self.session.vision)
-        if resume:
-            self.latest = self.checkpoints.latest(log=self.log)
+        if resume:  # rank 0 found it (setting damaged checkpoints aside) before the barrier
+            self.latest = latest if self.main else self.checkpoints.latest(log=self.log)
         if self.latest is not None:  # weights and method state (a stage's examples may depend on it)
             self.resume = self.checkpoints.restore(self.latest, self.session.model, self.session.method)
 
-    def _prepare_run_dir(self, *, overwrite: bool, resume: bool) -> None:
-        """Create the run directory, or cut a stopped one back to its last row and newest intact checkpoint."""
-        out = self.out
+    def _prepare_run_dir(self, *, overwrite: bool, resume: bool) -> dict | None:
+        """Create the run directory, or cut a stopped one back to its last row and newest intact checkpoint
+        (returned)."""
+        out, latest = self.out, None
         if resume:
             record = out.read_json("manifest.json")
             started_with = record.get("distributed", {"processes": 1})["processes"]
@@ -199,6 +199,7 @@ class StreamRun:
         # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
         record.setdefault("precision", resolve_precision(self.cfg.training.precision))
         out.write_json("manifest.json", record)
+        return latest
 
     # --- the steps -----------------------------------------------------------------------------------
     def evaluate_row(self, row: int) -> None:
@@ -224,22 +225,21 @@ class StreamRun:
     def complete_rows(self) -> None:
         """Cells of earlier rows that lack the tasks an extension added, answered by the run's saved stages
         (row r by the adapters after stage r, routed by the method as then), as in one run over the whole stream."""
-        manifest = self.out.read_json("manifest.json")
         for row, scores in enumerate(self.matrix):
             missing = self.tasks[len(scores) :]
             if missing:
-                added = self._saved_row(row, missing, manifest)
+                added = self._saved_row(row, missing)
                 scores += added
                 self.log(f"row {row}, new tasks: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(missing, added)))
                 if self.main:
                     self.out.write_json("results.json", results_record(self.tasks, self.stages, self.matrix))
 
-    def _saved_row(self, row: int, tasks: list[Task], manifest: dict) -> list[float]:
+    def _saved_row(self, row: int, tasks: list[Task]) -> list[float]:
         if row and not self.session.method.capabilities.trains:  # a method that never trains: row 0 again
             if self.main:
                 self.out.repeat_row(row, [t.name for t in tasks])
             return self.matrix[0][-len(tasks) :]
-        saved = saved_session(self.cfg, self.out, row or None, manifest)
+        saved = saved_session(self.cfg, self.out, row or None, self.record)
         keep = (lambda cell, task: self.out.append_cell(cell, task)) if self.main else None
         return saved.evaluate_row(tasks, row, on_cell=keep, should_stop=self.should_stop, progress=self.progress)
 
@@ -300,8 +300,9 @@ class StreamRun:
         results = results_record(self.tasks, self.stages, self.matrix) | metrics_of(
             self.out, names, self.matrix, self.cfg.evaluation.bootstrap
         )
-        if method.summary():
-            results["method"] = method.summary()
+        summary = method.summary()
+        if summary:
+            results["method"] = summary
         adapters = method.task_adapters()
         if adapters:
             routing = routing_accuracy(self.out.read_jsonl("predictions.jsonl"), adapters, results["stages"])
