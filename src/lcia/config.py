@@ -57,6 +57,9 @@ class LoraSettings(_Section):
     alpha: PositiveInt = 16
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    # lora: plain LoRA (alpha / r scaling); dora: weight-decomposed LoRA (PEFT use_dora, Liu et al. 2024);
+    # rslora: rank-stabilised scaling alpha / sqrt(r) (PEFT use_rslora, Kalajdzievski 2023)
+    variant: Literal["lora", "dora", "rslora"] = "lora"
 
 
 class TrainingConfig(_Section):
@@ -141,6 +144,16 @@ class RunConfig(_Section):
     seed: int = 0
     output_dir: str | None = None  # default: runs/<stream>-<method>-seed<seed>
     threads: PositiveInt | None = None  # torch intra-op threads (default: torch's choice)
+
+    @field_validator("lora")
+    @classmethod
+    def _variant_supported(cls, value: LoraSettings, info: ValidationInfo) -> LoraSettings:
+        if "method" in info.data:  # a bad method is reported on its own
+            name = info.data["method"].name
+            supported = method_class(name).capabilities.lora_variants
+            if value.variant not in supported:
+                raise NestedError(f"method {name!r} works with {', '.join(sorted(supported))} only", ("variant",))
+        return value
 
     def run_dir(self) -> str:
         if self.output_dir:

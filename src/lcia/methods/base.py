@@ -56,12 +56,17 @@ class Capabilities:
     trains: bool = True  # False: the model is never updated (the runner repeats row 0)
     ddp: bool = True  # correct under data parallelism (else the runner refuses several processes)
     needs_old_data: bool = False  # trains on examples of earlier tasks (else the loop refuses them)
+    lora_variants: frozenset[str] = frozenset({"lora", "dora", "rslora"})  # lora.variant values it works with
 
 
 class MethodParams(BaseModel):
     """Base of every method's parameters: an unknown key or a bad value is an error naming the field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_inputs(examples: list[Example]) -> dict:
+    raise RuntimeError("this TrainContext was built without an inputs function")
 
 
 @dataclass
@@ -76,6 +81,9 @@ class TrainContext:
     step: int = 0
     log: dict[str, float] = field(default_factory=dict)  # scalars the method wants in the training log
     emit: Callable[[str, dict], None] = lambda name, record: None  # a record for the run's <name>.jsonl
+    # Forward inputs of any examples (memory, replay, the task's own), built as the loop builds a batch: encoded
+    # with the run's tokenizer and max length, collated, on the device, with image inputs. For answer_forward.
+    inputs: Callable[[list[Example]], dict] = _no_inputs
 
 
 @dataclass
@@ -106,6 +114,11 @@ class Method:
     def setup(self, model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
         """Prepare the model once before the stream (default: one trainable LoRA adapter)."""
         return add_lora(model, lora)
+
+    def bind(self, model: PeftModel, inputs: Callable[[list[Example]], dict]) -> None:
+        """Called once the model is built and set up, in a run and for a saved stage (``lcia eval | ask | serve``,
+        after ``load_stage``), with the ``TrainContext.inputs`` kind of function: for a method whose routing runs
+        the model (default: nothing)."""
 
     def train_examples(self, tasks: list[Task]) -> list[Example]:
         """The examples a stage trains on; others than the stage's own need ``needs_old_data``."""

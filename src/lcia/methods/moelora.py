@@ -58,7 +58,9 @@ class MoELoRA(Method):
 
     # Every expert and router exists from setup on (nothing appears after a DDP wrapper is built), all of them take
     # part in every forward pass and the hooks keep no state across calls: data parallelism only averages gradients.
-    capabilities = Capabilities(ddp=True)
+    # Plain LoRA only: the gates weigh each expert's lora_B output, which DoRA rescales together with the base
+    # output outside it, and rsLoRA's alpha / sqrt(r) would change CoIN's alpha / (total rank) expert scaling.
+    capabilities = Capabilities(ddp=True, lora_variants=frozenset({"lora"}))
 
     class Params(MethodParams):
         experts: PositiveInt = Field(4, description="LoRA experts per layer")

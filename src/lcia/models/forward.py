@@ -21,6 +21,16 @@ def collate(features: list, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def batch_inputs(features: list, pad_id: int, device, images=None) -> dict[str, torch.Tensor]:
+    """The forward inputs of encoded examples: collated, on ``device``, with their image inputs (``images``, a
+    ``lcia.models.vision`` image source, for a vision-language model)."""
+    batch = {k: v.to(device) for k, v in collate(features, pad_id).items()}
+    refs = [f.image for f in features if f.image]
+    if refs:
+        batch |= images.forward_inputs(refs, device)
+    return batch
+
+
 def answer_forward(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None, *, ddp=None
 ):

@@ -13,10 +13,16 @@ from lcia.errors import input_error
 
 
 def lora_config(
-    r: int, alpha: int, dropout: float, target_modules: list[str] | str, modules_to_save: list[str] | None = None
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | str,
+    modules_to_save: list[str] | None = None,
+    variant: str = "lora",
 ) -> LoraConfig:
     """``modules_to_save``: modules trained whole beside LoRA (a vision-language model's projector), one copy
-    per adapter. ``target_modules`` as a string is a regex over module names (PEFT's full match)."""
+    per adapter. ``target_modules`` as a string is a regex over module names (PEFT's full match). ``variant``:
+    ``lora``, ``dora`` (PEFT's weight-decomposed LoRA) or ``rslora`` (scaling alpha / sqrt(r))."""
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
@@ -24,6 +30,8 @@ def lora_config(
         target_modules=target_modules,
         modules_to_save=modules_to_save,
         task_type="CAUSAL_LM",
+        use_dora=variant == "dora",
+        use_rslora=variant == "rslora",
     )
 
 

@@ -33,6 +33,7 @@ from lcia.errors import Interrupted, input_error
 from lcia.evaluation.generate import generate_answers
 from lcia.evaluation.grid import Cell, evaluate_task
 from lcia.methods import Method, Route, build_method
+from lcia.models.forward import batch_inputs
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters, lora_config
 from lcia.models.prealign import load_prealigned, prealign
@@ -63,7 +64,12 @@ class Session:
 
     @property
     def learner(self) -> Learner:
-        return Learner(self.model, self.tokenizer, self.method, self.accelerator, self.images)
+        return Learner(self.model, self.tokenizer, self.method, self.accelerator, self.images, self.encode)
+
+    def inputs(self, examples: list[Example]) -> dict:
+        """Forward inputs of ``examples`` as the training loop builds a batch (``Method.bind``)."""
+        features = [self.encode(example) for example in examples]
+        return batch_inputs(features, self.tokenizer.pad_token_id, self.device, self.images)
 
     # --- building the model --------------------------------------------------------------------------
     def _base_model(self):
@@ -84,10 +90,11 @@ class Session:
         if self.images is not None:
             self.vision = self._prealign(progress)
             targets, whole = lora_targets(self.model, lora.target_modules)
-        config = lora_config(lora.r, lora.alpha, lora.dropout, targets, whole)
+        config = lora_config(lora.r, lora.alpha, lora.dropout, targets, whole, lora.variant)
         self.model = self.method.setup(self.model, config).to(self.device)
         set_attention(self.model, precision, self.device)  # after the pre-alignment, which is fp32 and cached
         self.model.eval()
+        self.method.bind(self.model, self.inputs)
 
     def _prealign(self, progress: bool) -> dict:
         """Pre-align the packaged model's projector (cached) and say what the run's vision side is."""
@@ -122,6 +129,7 @@ class Session:
         self.model.to(self.device)
         set_attention(self.model, self.precision, self.device)
         self.model.eval()
+        self.method.bind(self.model, self.inputs)
 
     # --- answering -----------------------------------------------------------------------------------
     def evaluate_row(

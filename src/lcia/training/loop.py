@@ -46,11 +46,12 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from lcia.config import TrainingConfig
 from lcia.core import distributed
-from lcia.data.prompts import Encoded
+from lcia.data.prompts import Encoded, encode_for_training
+from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.errors import Interrupted, LciaError
 from lcia.methods.base import Method, TrainContext
-from lcia.models.forward import answer_forward, answer_tokens, collate
+from lcia.models.forward import answer_forward, answer_tokens, batch_inputs
 
 CHUNK_BATCHES = 64  # batches per length-sorted chunk
 
@@ -65,6 +66,15 @@ class Learner:
     method: Method
     accelerator: Accelerator
     images: object | None = None
+    encode: Callable[[Example], Encoded] | None = None  # None: a text prompt, as encode_for_training
+
+    def batch(self, features: list[Encoded]) -> dict:
+        return batch_inputs(features, self.tokenizer.pad_token_id, self.accelerator.device, self.images)
+
+    def inputs(self, cfg: TrainingConfig) -> Callable[[list[Example]], dict]:
+        """``TrainContext.inputs``: examples encoded as the stage's own were, as one batch."""
+        encode = self.encode or (lambda example: encode_for_training(self.tokenizer, example, cfg.max_length))
+        return lambda examples: self.batch([encode(example) for example in examples])
 
 
 @dataclass
@@ -142,7 +152,7 @@ def train_stage(
         raise ValueError(f"stage {stage.number} has no training examples")
     model, method, accelerator = learner.model, learner.method, learner.accelerator
     batches = _batches(stage, cfg, seed, resume)
-    ctx = TrainContext(model=model, optimizer=None, accelerator=accelerator, stage=stage.number, tasks=stage.tasks)
+    ctx = TrainContext(model, None, accelerator, stage.number, stage.tasks, inputs=learner.inputs(cfg))
     if events.emit is not None:
         ctx.emit = events.emit
     if resume is None:
@@ -258,12 +268,7 @@ class _MicroBatches:
         if self.world > 1:
             share = sum(self.answers[i] for i in mine) * self.world / sum(self.answers[i] for i in indices)
         chosen = [self.features[i] for i in mine or indices[:1]]
-        device = self.learner.accelerator.device
-        batch = {k: v.to(device) for k, v in collate(chosen, self.learner.tokenizer.pad_token_id).items()}
-        refs = [f.image for f in chosen if f.image]
-        if refs:
-            batch |= self.learner.images.forward_inputs(refs, device)
-        return batch, share
+        return self.learner.batch(chosen), share
 
 
 def _stop_or_checkpoint(step: int, stage: Stage, cfg: TrainingConfig, skipped: int, events: StageEvents, save) -> None:
