@@ -36,9 +36,15 @@ def streams(stream_file):
         stream_yaml(folder / "all.yaml", ["colors", "echo", "shout"])  # fmt: skip
 
 
+# inflora's threshold schedule spreads over the stream's stages unless ``sessions`` fixes them: extending a run
+# changes the stages it counts, so the two runs agree only with the schedule fixed
+PARAMS = {"inflora": {"sessions": 3}}
+
+
 def config(tiny_config, stream, folder, method):
     cfg = tiny_config.model_copy(deep=True)
     cfg.stream, cfg.output_dir, cfg.method.name = str(stream), str(folder), method
+    cfg.method.params = PARAMS.get(method, {})
     return cfg
 
 

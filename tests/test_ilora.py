@@ -90,8 +90,7 @@ def test_replay_loss_and_consistency_by_hand_on_the_tiny_model(tiny_lora):
     torch.manual_seed(7)
     extra = method.loss(ctx, batch, outputs)
     assert ctx.log["ilora_consistency"] == pytest.approx(0.0, abs=1e-12)
-    torch.manual_seed(7)  # the same draw: two of the four kept examples
-    replayed = method._replayed(2)
+    replayed = method._replayed(2, 7 * 1_000_003 + ctx.step * 1_000)  # the same draw: two of the four kept
     replay_loss = answer_forward(model, ctx.inputs(replayed)).loss
     assert ctx.log["ilora_replay_loss"] == pytest.approx(replay_loss.item(), rel=1e-5)
     assert (outputs.loss + extra).item() == pytest.approx((outputs.loss + replay_loss).item() / 2, rel=1e-5)

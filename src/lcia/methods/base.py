@@ -79,8 +79,13 @@ class TrainContext:
     stage: int  # 1-based
     tasks: list[Task]
     step: int = 0
+    # The micro-batch being trained: its examples on every rank together, and this rank's weight of it (the loop
+    # multiplies the loss, outputs.loss plus the method's, by it; 1.0 on one process). 0 rows: the batch's own.
+    batch_rows: int = 0
+    share: float = 1.0
     log: dict[str, float] = field(default_factory=dict)  # scalars the method wants in the training log
     emit: Callable[[str, dict], None] = lambda name, record: None  # a record for the run's <name>.jsonl
+    # (with "stage" and "step": a resumed run drops the records past its checkpoint by them)
     # Forward inputs of any examples (memory, replay, the task's own), built as the loop builds a batch: encoded
     # with the run's tokenizer and max length, collated, on the device, with image inputs. For answer_forward.
     inputs: Callable[[list[Example]], dict] = _no_inputs

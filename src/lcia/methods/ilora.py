@@ -26,7 +26,9 @@ reservoir. Keeps the buffer and one fp32 copy of the adapter. Per step from stag
 and backward pass of the fast model and one forward pass of the slow model on a replayed batch as large as
 the step's: 7 forward-pass equivalents against 3, measured 2.75 times a ``seq-lora`` step on the CPU
 (SmolLM2-135M, batch 8, fp32). The training log gets ``ilora_consistency`` and ``ilora_replay_loss``.
-Correct under DDP: each rank replays as many examples as its share of the batch, weighed as that share.
+Correct under DDP: every rank draws the micro-batch's whole replay (seeded by the stage's seed, the step and
+the micro-batch, so a resumed run draws the same) and replays its share of it, weighed so that the ranks' mean
+is the one-process loss.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
+from lcia.core import distributed
 from lcia.core.params import trainable
+from lcia.data.prompts import IGNORE_INDEX
 from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 from lcia.methods.replay import Replay
 from lcia.models.forward import answer_forward
@@ -62,6 +66,19 @@ def consistency_loss(fast: tuple[torch.Tensor, ...], slow: tuple[torch.Tensor, .
     return torch.stack(per_layer).mean()
 
 
+def replay_weights(ctx: TrainContext, drawn: list, mine: dict) -> tuple[float, float]:
+    """This rank's shares of the replayed answer tokens and of the replayed tokens, times the ranks (1.0 on one
+    process): the ranks' mean of rank-local means so weighed is the whole replay's mean, as the loop weighs
+    the new examples."""
+    world = distributed.world_size()
+    if world == 1:
+        return 1.0, 1.0
+    whole = ctx.inputs(drawn)
+    answers = lambda inputs: int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())  # noqa: E731
+    tokens = lambda inputs: int(inputs["attention_mask"].sum())  # noqa: E731
+    return answers(mine) * world / answers(whole), tokens(mine) * world / tokens(whole)
+
+
 @register("ilora")
 class ILora(Method):
     """I-LoRA: replay with a fast LoRA held to the hidden states of its slow, interpolated copy."""
@@ -84,6 +101,7 @@ class ILora(Method):
         self.slow: dict[str, torch.Tensor] = {}  # the slow LoRA: one fp32 tensor per trainable tensor
         self.running = self._fresh_running()
         self.per_stage: list[dict] = []
+        self._micro, self._micro_step = 0, -1  # the micro-batch within the step, for the replay's seed
 
     @staticmethod
     def _fresh_running() -> dict[str, float]:
@@ -93,16 +111,25 @@ class ILora(Method):
         # The slow copy starts each stage as the fast one: the official reset after a stage (and, for the first
         # stage, the same function as the official freshly initialised adapter, whose B is zero).
         self.slow = {n: p.detach().float().clone() for n, p in trainable(ctx.model).items()}
-        self.running = self._fresh_running()
+        self.running, self._micro_step = self._fresh_running(), -1
 
-    def _replayed(self, rows: int) -> list:
+    def _replayed(self, rows: int, seed: int) -> list:
+        """``rows`` examples of the buffer drawn by ``seed``: the same draw on every rank and in a resumed run."""
         pool = [example for kept in self.memory.buffer.values() for example in kept]
-        chosen = torch.randperm(len(pool))[:rows].tolist()  # the loop's seeded generator: resumes repeat the draw
+        chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:rows].tolist()
         return [pool[i] for i in chosen]
 
+    def _seed(self, ctx: TrainContext) -> int:
+        """One seed per micro-batch: the loop's seed of the stage, the step, the micro-batch within the step."""
+        self._micro = self._micro + 1 if self._micro_step == ctx.step else 0
+        self._micro_step = ctx.step
+        return (torch.initial_seed() * 1_000_003 + ctx.step * 1_000 + self._micro) % 2**63
+
     def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:
-        examples = self._replayed(batch["input_ids"].shape[0])
-        if not examples:  # the first stage: nothing to replay
+        # As many replayed rows as the micro-batch has, drawn whole on every rank; each rank replays its share.
+        drawn = self._replayed(ctx.batch_rows or batch["input_ids"].shape[0], self._seed(ctx))
+        examples = distributed.my_share(drawn)
+        if not examples or ctx.share == 0:  # the first stage (nothing to replay), or a rank left out of the batch
             return None
         model = ctx.model
         replay = ctx.inputs(examples) | {"output_hidden_states": True}
@@ -112,8 +139,11 @@ class ILora(Method):
             slow = answer_forward(model, replay, params=slow_params)
         consistency = consistency_loss(fast.hidden_states, slow.hidden_states, replay["attention_mask"])
         self._record(ctx, float(consistency.detach()), float(fast.loss.detach()))
-        # the loop adds outputs.loss: the total is (L_new + L_replay) / 2 + reg_weight * consistency
-        return (fast.loss - outputs.loss) / 2 + self.params.reg_weight * consistency
+        loss_weight, token_weight = replay_weights(ctx, drawn, replay)
+        replayed = fast.loss * loss_weight / 2 + self.params.reg_weight * consistency * token_weight
+        # The loop adds outputs.loss and weighs the sum by ctx.share: the ranks' mean of what they train on is
+        # (L_new + L_replay) / 2 + reg_weight * consistency over the whole micro-batch and its whole replay.
+        return replayed / ctx.share - outputs.loss / 2
 
     def _record(self, ctx: TrainContext, consistency: float, replay_loss: float) -> None:
         ctx.log["ilora_consistency"], ctx.log["ilora_replay_loss"] = consistency, replay_loss

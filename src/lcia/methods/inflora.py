@@ -17,7 +17,8 @@ code), switching a layer to "retain" once M holds more than half of its dimensio
 Parameters (``method.params``):
     lamb      DualGPM threshold after the first task (default 0.95: the official cifar100 / domainnet scripts)
     lame      threshold the schedule approaches after the last task (default 1.0, as the official scripts)
-    sessions  tasks the schedule spreads over (default: the stream's number of stages)
+    sessions  tasks the schedule spreads over (default: the stream's number of stages; ``lcia extend`` adds
+              stages, so an extended run equals one run over the longer stream only when this is set)
     samples   training examples whose layer inputs are collected (default: all of them, as the official code)
     batch_size  examples per forward pass of the collection (memory only: the result is the same)
 

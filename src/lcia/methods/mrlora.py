@@ -147,7 +147,7 @@ class MrLora(Method):
         model, requests = ctx.accelerator.unwrap_model(ctx.model), self._requests()
         losses = self._train_router(model, ctx, requests, torch.initial_seed())
         model.set_adapter(self.experts[-1])
-        record = {"stage": ctx.stage, "requests": len(requests), "steps": len(losses)}
+        record = {"stage": ctx.stage, "step": ctx.step, "requests": len(requests), "steps": len(losses)}
         record |= {"first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4)}
         self.router_log.append(record)
         ctx.emit("mrlora_router", record)
