@@ -18,6 +18,7 @@ console = Console()
 
 
 def _log(line: str) -> None:
+    """A plain line: never wrapped (a long path stays one line to copy), brackets in it printed as they are."""
     console.print(line, soft_wrap=True, markup=False)
 
 
@@ -56,7 +57,7 @@ def _print_results(run) -> None:
     console.print(metrics_table(results["metrics"], results.get("intervals")))
     if "routing" in results:
         console.print(f"routing accuracy (last row): {results['routing']['final']:.3f}")
-    console.print(f"written to {run.path}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)")
+    _log(f"written to {run.path}/ (results.json, predictions.jsonl, manifest.json, config.yaml, adapters/)")
 
 
 def _cmd_metrics(args) -> None:
@@ -91,7 +92,7 @@ def _cmd_report(args) -> None:
     from lcia.reporting.report import default_out_dir, write_report
 
     path = write_report(args.run_dirs, args.out or default_out_dir(args.run_dirs))
-    console.print(f"written to {path} (with report.tex and figures/)")
+    _log(f"written to {path} (with report.tex and figures/)")
 
 
 def _list(text: str, kind=str) -> list:
@@ -116,9 +117,9 @@ def _cmd_sweep(args) -> None:
         streams=_list(args.streams) if args.streams else [base.stream],
         out=Path(args.out or f"runs/sweep-{name}"),
         progress=not args.quiet,
-        log=lambda line: console.print(line, soft_wrap=True, markup=False),
+        log=_log,
     )
-    console.print(f"report: {report}")
+    _log(f"report: {report}")
 
 
 def _mean_std(cell: dict | None) -> str:
@@ -145,7 +146,7 @@ def _cmd_compare(args) -> None:
         seeds=_list(args.seeds, int) if args.seeds else [base.seed],
         out=Path(args.out or f"runs/compare-{name}"),
         progress=not args.quiet,
-        log=lambda line: console.print(line, soft_wrap=True, markup=False),
+        log=_log,
     )
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     table = Table(title="comparison (mean ± std over seeds)")
@@ -159,7 +160,7 @@ def _cmd_compare(args) -> None:
             *(_mean_std(c) for c in cells),
         )
     console.print(table)
-    console.print(f"written to {path} (and comparison.json; report.md covers every run)")
+    _log(f"written to {path} (and comparison.json; report.md covers every run)")
 
 
 def _cmd_route(args) -> None:
@@ -196,7 +197,7 @@ def _cmd_serve(args) -> None:
     from lcia.serving import serve
 
     serve(args.run_dir, host=args.host, port=args.port, stage=args.stage, batch_size=args.batch_size,
-          log_line=lambda line: console.print(line, soft_wrap=True, markup=False))  # fmt: skip
+          log_line=_log)  # fmt: skip
 
 
 def _cmd_methods(args) -> None:
