@@ -12,6 +12,7 @@ processes the main one trains it and the others load it.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def prealign(
     if steps and not file.exists() and distributed.is_main():
         record |= _train(model, tokenizer, images, steps, batch_size, lr, seed, max_length, progress)
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp")
+        # A name of its own, renamed whole: never a half-written cache, even beside another run training it too
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
         save_file({k: v.contiguous() for k, v in projector.state_dict().items()}, str(tmp))
-        tmp.rename(file)  # never a half-written cache
+        tmp.replace(file)
     distributed.barrier()
     load_prealigned(model, record)
     return record
