@@ -53,7 +53,8 @@ def _generate_batch(
         shared = shared if shared >= MIN_SHARED_PREFIX else 0
     cache = None
     if shared:
-        cache = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
+        prefix = torch.tensor([prompts[0][:shared]], device=device)
+        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache  # its logits go unused
         cache.batch_repeat_interleave(len(prompts))
     suffixes = [prompt[shared:] for prompt in prompts]
     width = max(map(len, suffixes))
