@@ -21,11 +21,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/lcia run --overwrite
 
+# Two workers (pytest-xdist), one thread each: the tiny model's runs are Python-bound (tests/conftest.py).
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n 2 -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny randomly initialised Llama with SmolLM2's tokenizer, and small task files."""
+"""Shared fixtures: a tiny randomly initialised Llama with a coarse copy of SmolLM2's tokenizer, and small task
+files. Under pytest-xdist (``make test`` runs ``-n 2``) each worker computes on one thread: the tiny model's
+runs are Python-bound, so two workers on two cores finish sooner than one on both."""
 
 from __future__ import annotations
 
@@ -8,17 +10,45 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch loads; the processes a test launches inherit it
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, so that workers share them out instead of one finishing them alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def coarse_tokenizer(tokenizer, size: int):
+    """``tokenizer`` (a byte-level BPE) cut to its first ``size`` tokens: the merges that make later tokens are
+    dropped, so any text still encodes (in more, shorter tokens), with the same special tokens and chat
+    template. The tiny model's output layer then has ``size`` rows instead of 49k, which dominated its steps."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = {token: i for token, i in spec["model"]["vocab"].items() if i < size}
+    merges = [m for m in spec["model"]["merges"] if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
+    spec["model"] |= {"vocab": vocab, "merges": merges}
+    coarse = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)))
+    coarse.add_special_tokens({k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")})
+    coarse.chat_template = tokenizer.chat_template
+    return coarse
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A 2-layer Llama (hidden 64) saved as safetensors beside SmolLM2's tokenizer: loads like any HF model."""
+    """A 2-layer Llama (hidden 64) saved as safetensors beside SmolLM2's tokenizer cut to 2048 tokens: loads like
+    any HF model."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lcia.models.loading import SMOLLM2, load_tokenizer
 
-    tokenizer = load_tokenizer(SMOLLM2)
+    tokenizer = coarse_tokenizer(load_tokenizer(SMOLLM2), 2048)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -32,7 +62,8 @@ def tiny_model_dir(tmp_path_factory):
         initializer_range=0.2,  # large enough embeddings that a few LoRA steps can move the logits
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        # no pad_token_id: Llama would zero that embedding row, and SmolLM2 pads with its end of turn, whose
+        # logit would then stay 0 whatever LoRA learns (the tokenizer pads; the mask keeps pads out)
     )
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
