@@ -7,6 +7,8 @@ task), then the timed task, in alternating blocks over ``--rounds`` (one process
   as a share of each step, timed around the hooks themselves: precise;
 * the median step time over that of ``seq-lora``: everything the method changes (extra adapters in the
   forward pass, a teacher pass), noisier;
+* the time of the stage hooks (``before_task``, ``after_task``) around the timed task, in seconds and in
+  ``seq-lora`` steps: what a method does once per task (a router trained, layer inputs collected, a fusion);
 * the memory the method keeps: the tensors of its state_dict and the model's trainable-or-adapter
   parameters, in MB (fp32), after the second task.
 
@@ -36,6 +38,7 @@ from lcia.models.lora import lora_config
 from lcia.training.loop import Learner, Stage, StageEvents, train_stage
 
 HOOKS = ("loss", "after_backward", "after_optimizer_step")
+STAGE_HOOKS = ("before_task", "after_task")
 
 
 def tensor_mb(obj) -> float:
@@ -68,6 +71,23 @@ def timed_hooks(method) -> list[float]:
     return per_step
 
 
+def timed_stage_hooks(method) -> dict[str, float]:
+    """Wrap the stage hooks with a timer; returns the dict their seconds are written to."""
+    seconds = {}
+    for hook in STAGE_HOOKS:
+        inner = getattr(method, hook)
+
+        def wrapped(*args, inner=inner, hook=hook):
+            start = time.perf_counter()
+            try:
+                return inner(*args)
+            finally:
+                seconds[hook] = time.perf_counter() - start
+
+        setattr(method, hook, wrapped)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=SMOLLM2)
@@ -91,6 +111,7 @@ def main() -> None:
         specs = ["seq-lora"] + [s for s in specs if s != "seq-lora"]
     step_times = {spec: [] for spec in specs}
     hook_times = {spec: [] for spec in specs}
+    stage_times = {spec: {hook: [] for hook in STAGE_HOOKS} for spec in specs}
     memory = {}
     precision = resolve_precision(args.precision)
     for round_ in range(args.rounds):
@@ -102,7 +123,7 @@ def main() -> None:
                 [(first, first_features, args.first_steps), (task, features, args.steps)], start=1
             ):
                 if stage == 2:
-                    hooks, ticks = timed_hooks(method), []
+                    hooks, ticks, stage_hooks = timed_hooks(method), [], timed_stage_hooks(method)
                     added = method.train_examples([task])[len(task.train) :]  # replay's buffer
                     stage_features = features + [encode_for_training(tokenizer, ex, 256) for ex in added]
                 learner = Learner(model, tokenizer, method, accelerator_for(precision))
@@ -112,6 +133,8 @@ def main() -> None:
                 train_stage(learner, stage_inputs, cfg, 0, events=StageEvents(on_step=on_step, progress=False))
             step_times[spec] += [b - a for a, b in zip(ticks, ticks[1:])]
             hook_times[spec] += hooks[1 : args.steps]
+            for hook in STAGE_HOOKS:
+                stage_times[spec][hook].append(stage_hooks[hook])
             memory[spec] = {
                 "method_state_mb": round(tensor_mb(method.state_dict()), 2),
                 "adapter_mb": round(tensor_mb(adapter_weights(model)), 2),
@@ -129,6 +152,12 @@ def main() -> None:
                 k: round(statistics.median(hook_times[k]) / statistics.median(step_times[k]), 5) for k in specs
             },
             "median_hook_seconds": {k: round(statistics.median(v), 5) for k, v in hook_times.items()},
+            "stage_hook_seconds": {
+                k: {hook: round(statistics.median(t), 4) for hook, t in v.items()} for k, v in stage_times.items()
+            },
+            "stage_hooks_in_seq_lora_steps": {
+                k: round(sum(statistics.median(t) for t in v.values()) / base, 2) for k, v in stage_times.items()
+            },
             "memory_mb": memory,
             "peak_rss_mb": peak_rss_mb(),
         },
