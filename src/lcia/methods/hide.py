@@ -45,7 +45,7 @@ from lcia.core.files import read_json
 from lcia.data.schema import Example
 from lcia.mechanisms.similarity import build_similarity
 from lcia.methods.base import Capabilities, Method, MethodParams, Route, TrainContext, register
-from lcia.models.lora import add_lora
+from lcia.models.lora import add_lora, task_adapter
 
 PROTOTYPES = "hide.json"
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -151,9 +151,7 @@ class HiDe(Method):
 
     def before_task(self, ctx: TrainContext) -> None:
         model = ctx.accelerator.unwrap_model(ctx.model)
-        name = f"task-{ctx.stage}"
-        if name not in model.peft_config:  # task-1 is made by setup
-            model.add_adapter(name, self.lora)
+        name = task_adapter(model, ctx.stage, self.lora)
         if self.adapters:
             share_whole_modules(model, self.adapters[-1], [name])
         self.adapters.append(name)

@@ -46,7 +46,7 @@ from lcia.core.files import read_json
 from lcia.errors import LciaError
 from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 from lcia.models.forward import answer_forward
-from lcia.models.lora import add_lora, shared_whole_modules
+from lcia.models.lora import add_lora, shared_whole_modules, task_adapter
 
 SCALE = 1 / math.sqrt(3)  # the official scale of the designed rows
 CONFIG = "inflora.json"
@@ -186,9 +186,7 @@ class InfLoRA(Method):
 
     def before_task(self, ctx: TrainContext) -> None:
         model = ctx.accelerator.unwrap_model(ctx.model)
-        name = f"task-{ctx.stage}"
-        if name not in model.peft_config:  # task-1 is made by setup
-            model.add_adapter(name, shared_whole_modules(self.lora))
+        name = task_adapter(model, ctx.stage, shared_whole_modules(self.lora))
         self.adapters.append(name)
         self._activate(model)
         layers = lora_layers(model, name)

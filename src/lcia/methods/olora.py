@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 
 from lcia.core.files import read_json
 from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
-from lcia.models.lora import add_lora, shared_whole_modules
+from lcia.models.lora import add_lora, shared_whole_modules, task_adapter
 
 
 @register("olora")
@@ -54,9 +54,7 @@ class OLora(Method):
 
     def before_task(self, ctx: TrainContext) -> None:
         model = ctx.accelerator.unwrap_model(ctx.model)
-        name = f"task-{ctx.stage}"
-        if name not in model.peft_config:  # task-1 is made by setup
-            model.add_adapter(name, shared_whole_modules(self.lora))
+        name = task_adapter(model, ctx.stage, shared_whole_modules(self.lora))
         self.adapters.append(name)
         self._activate(model)
 

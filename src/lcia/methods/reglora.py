@@ -39,7 +39,7 @@ from transformers import PreTrainedModel
 
 from lcia.core.files import read_json
 from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
-from lcia.models.lora import add_lora, shared_whole_modules
+from lcia.models.lora import add_lora, shared_whole_modules, task_adapter
 
 # (the new adapter's A [r, in], its B [out, r], rows, columns of the earlier tasks' key entries) of one layer
 Term = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -95,9 +95,7 @@ class RegLora(Method):
 
     def before_task(self, ctx: TrainContext) -> None:
         model = ctx.accelerator.unwrap_model(ctx.model)
-        name = f"task-{ctx.stage}"
-        if name not in model.peft_config:  # task-1 is made by setup
-            model.add_adapter(name, shared_whole_modules(self.lora))
+        name = task_adapter(model, ctx.stage, shared_whole_modules(self.lora))
         self.adapters.append(name)
         self._activate(model)
 

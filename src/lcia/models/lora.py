@@ -46,6 +46,15 @@ def add_lora(model: PreTrainedModel, config: LoraConfig, adapter_name: str = "de
     return get_peft_model(model, config, adapter_name=adapter_name)
 
 
+def task_adapter(model: PeftModel, stage: int, config: LoraConfig) -> str:
+    """The adapter ``task-<stage>`` of a method that trains one per task, added unless it is there (``task-1``
+    is made with the model, a resumed stage's is loaded); returns its name."""
+    name = f"task-{stage}"
+    if name not in model.peft_config:
+        model.add_adapter(name, config)
+    return name
+
+
 def load_adapters(model: PreTrainedModel, folder: Path) -> PeftModel:
     """Load a saved stage's adapter(s) with plain PEFT: one adapter at the folder's root, or one per subfolder."""
     folders = [folder] if (folder / "adapter_config.json").exists() else adapter_subfolders(folder)
