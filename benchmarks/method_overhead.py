@@ -52,40 +52,32 @@ def tensor_mb(obj) -> float:
     return 0.0
 
 
-def timed_hooks(method) -> list[float]:
-    """Wrap the per-step hooks with a timer; returns the list that each step's hook time is added to."""
+def time_hooks(method, hooks: tuple[str, ...], record) -> None:
+    """Wrap the named hooks of ``method`` with a timer that calls ``record(hook, seconds)`` after each call."""
+    for hook in hooks:
+        inner = getattr(method, hook)
+
+        def wrapped(*args, inner=inner, hook=hook):
+            start = time.perf_counter()
+            try:
+                return inner(*args)
+            finally:
+                record(hook, time.perf_counter() - start)
+
+        setattr(method, hook, wrapped)
+
+
+def step_hook_timer(method) -> list[float]:
+    """Time the per-step hooks; returns the list that each step's hook time is added to."""
     per_step = [0.0]
-    for hook in HOOKS:
-        inner = getattr(method, hook)
 
-        def wrapped(*args, inner=inner, hook=hook):
-            start = time.perf_counter()
-            try:
-                return inner(*args)
-            finally:
-                per_step[-1] += time.perf_counter() - start
-                if hook == "after_optimizer_step":
-                    per_step.append(0.0)
+    def add(hook: str, seconds: float) -> None:
+        per_step[-1] += seconds
+        if hook == "after_optimizer_step":
+            per_step.append(0.0)
 
-        setattr(method, hook, wrapped)
+    time_hooks(method, HOOKS, add)
     return per_step
-
-
-def timed_stage_hooks(method) -> dict[str, float]:
-    """Wrap the stage hooks with a timer; returns the dict their seconds are written to."""
-    seconds = {}
-    for hook in STAGE_HOOKS:
-        inner = getattr(method, hook)
-
-        def wrapped(*args, inner=inner, hook=hook):
-            start = time.perf_counter()
-            try:
-                return inner(*args)
-            finally:
-                seconds[hook] = time.perf_counter() - start
-
-        setattr(method, hook, wrapped)
-    return seconds
 
 
 def main() -> None:
@@ -123,7 +115,8 @@ def main() -> None:
                 [(first, first_features, args.first_steps), (task, features, args.steps)], start=1
             ):
                 if stage == 2:
-                    hooks, ticks, stage_hooks = timed_hooks(method), [], timed_stage_hooks(method)
+                    hooks, ticks, stage_hooks = step_hook_timer(method), [], {}
+                    time_hooks(method, STAGE_HOOKS, stage_hooks.__setitem__)
                     added = method.train_examples([task])[len(task.train) :]  # replay's buffer
                     stage_features = features + [encode_for_training(tokenizer, ex, 256) for ex in added]
                 learner = Learner(model, tokenizer, method, accelerator_for(precision))

@@ -79,8 +79,10 @@ class TrainContext:
     stage: int  # 1-based
     tasks: list[Task]
     step: int = 0
-    # The micro-batch being trained: its examples on every rank together, and this rank's weight of it (the loop
-    # multiplies the loss, outputs.loss plus the method's, by it; 1.0 on one process). 0 rows: the batch's own.
+    # The micro-batch being trained: its index within the step, its examples on every rank together, and this
+    # rank's weight of it (the loop multiplies the loss, outputs.loss plus the method's, by it; 1.0 on one
+    # process). 0 rows: the batch's own.
+    micro: int = 0
     batch_rows: int = 0
     share: float = 1.0
     log: dict[str, float] = field(default_factory=dict)  # scalars the method wants in the training log

@@ -101,7 +101,6 @@ class ILora(Method):
         self.slow: dict[str, torch.Tensor] = {}  # the slow LoRA: one fp32 tensor per trainable tensor
         self.running = self._fresh_running()
         self.per_stage: list[dict] = []
-        self._micro, self._micro_step = 0, -1  # the micro-batch within the step, for the replay's seed
 
     @staticmethod
     def _fresh_running() -> dict[str, float]:
@@ -111,7 +110,7 @@ class ILora(Method):
         # The slow copy starts each stage as the fast one: the official reset after a stage (and, for the first
         # stage, the same function as the official freshly initialised adapter, whose B is zero).
         self.slow = {n: p.detach().float().clone() for n, p in trainable(ctx.model).items()}
-        self.running, self._micro_step = self._fresh_running(), -1
+        self.running = self._fresh_running()
 
     def _replayed(self, rows: int, seed: int) -> list:
         """``rows`` examples of the buffer drawn by ``seed``: the same draw on every rank and in a resumed run."""
@@ -119,11 +118,10 @@ class ILora(Method):
         chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:rows].tolist()
         return [pool[i] for i in chosen]
 
-    def _seed(self, ctx: TrainContext) -> int:
+    @staticmethod
+    def _seed(ctx: TrainContext) -> int:
         """One seed per micro-batch: the loop's seed of the stage, the step, the micro-batch within the step."""
-        self._micro = self._micro + 1 if self._micro_step == ctx.step else 0
-        self._micro_step = ctx.step
-        return (torch.initial_seed() * 1_000_003 + ctx.step * 1_000 + self._micro) % 2**63
+        return (torch.initial_seed() * 1_000_003 + ctx.step * 1_000 + ctx.micro) % 2**63
 
     def loss(self, ctx: TrainContext, batch: dict, outputs: Any) -> torch.Tensor | None:
         # As many replayed rows as the micro-batch has, drawn whole on every rank; each rank replays its share.

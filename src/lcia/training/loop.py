@@ -244,7 +244,7 @@ class _MicroBatches:
         for micro in range(cfg.grad_accum):
             indices = next(batches)  # the global batch, the same on every rank
             batch, share = self._batch(indices)
-            ctx.batch_rows, ctx.share = len(indices), share
+            ctx.micro, ctx.batch_rows, ctx.share = micro, len(indices), share
             last = micro == cfg.grad_accum - 1
             with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
                 with learner.accelerator.autocast():
