@@ -76,9 +76,9 @@ def answer_all(model, tokenizer, tasks, batch_size: int | None, precision: str =
 def scores(tasks, answers: list[str]) -> dict[str, float]:
     out, at = {}, 0
     for task in tasks:
-        scorer = get_scorer(task.scorer)
         got = answers[at : at + len(task.test)]
-        out[task.name] = round(sum(scorer(a, ex.references) for a, ex in zip(got, task.test)) / len(got), 4)
+        per_example = get_scorer(task.scorer)(got, task.test).per_example
+        out[task.name] = round(sum(per_example) / len(got), 4)
         at += len(task.test)
     return out
 

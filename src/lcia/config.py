@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from lcia.benchmarks import BENCHMARKS, check_settings
 from lcia.errors import input_error
 from lcia.methods import DEFAULT_METHOD, method_class
 from lcia.models.loading import SMOLLM2
@@ -85,10 +86,23 @@ class EvaluationConfig(_Section):
 
 
 class DataConfig(_Section):
-    test_size: PositiveInt = 50  # test examples per task (a task may set its own)
+    # test examples per task (a task may set its own); null: every test example of tasks that have a test set
+    # of their own (a benchmark's, a stream file's ``test``), as the papers score them
+    test_size: PositiveInt | None = 50
     train_size: PositiveInt | None = None  # cap on training examples per task
     split_seed: int = 0  # seeds the train/test splits, independently of the training seed
     order: Literal["original", "reverse", "alphabetical"] = "original"  # the order tasks are trained in
+
+
+class BenchmarkConfig(_Section):
+    """Where a field benchmark lies and which of it to run, for ``stream: <benchmark>`` (``lcia.benchmarks``;
+    each benchmark's page in docs/benchmarks/ lists its variants, orders, tasks and params)."""
+
+    root: str  # the user's copy, exactly as the benchmark ships it
+    variant: str | None = None  # default: the benchmark's first
+    order: str | None = None  # one of the task orders its papers use; default: the first
+    tasks: list[str] | None = Field(None, min_length=1)  # a subset, trained in the order's sequence
+    params: dict[str, Any] = Field(default_factory=dict)  # the reader's own switches
 
 
 class LoggingConfig(_Section):
@@ -130,7 +144,8 @@ class MethodConfig(_Section):
 
 
 class RunConfig(_Section):
-    stream: str = "ni-cit-small"  # a built-in stream name or a stream YAML file
+    stream: str = "ni-cit-small"  # a built-in stream name, a stream YAML file or a benchmark (lcia.benchmarks)
+    benchmark: BenchmarkConfig | None = Field(None, validate_default=True)  # for a benchmark stream: its copy
     # stream YAML files whose tasks follow the stream's, in order (``lcia extend`` appends one per call)
     extensions: list[str] = Field(default_factory=list)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -144,6 +159,18 @@ class RunConfig(_Section):
     seed: int = 0
     output_dir: str | None = None  # default: runs/<stream>-<method>-seed<seed>
     threads: PositiveInt | None = None  # torch intra-op threads (default: torch's choice)
+
+    @field_validator("benchmark")
+    @classmethod
+    def _benchmark_settings(cls, value: BenchmarkConfig | None, info: ValidationInfo) -> BenchmarkConfig | None:
+        stream = info.data.get("stream")
+        if stream in BENCHMARKS and value is None:
+            raise ValueError(f"stream {stream!r} is a benchmark: give benchmark.root, the folder of your copy")
+        if value is not None and stream not in BENCHMARKS:
+            raise ValueError(f"stream {stream!r} is not a benchmark (benchmarks: {', '.join(sorted(BENCHMARKS))})")
+        if value is not None:
+            check_settings(stream, value.variant, value.order, value.tasks, value.params)
+        return value
 
     @field_validator("lora")
     @classmethod

@@ -15,6 +15,8 @@ class Example:
     a reader got one (TRL conversational format): the prompt is then those messages verbatim.
     ``image`` names the example's image for a vision-language model (``lcia.data.images``: a file path
     or a packaged image such as ``easy-vqa:train/12``); its prompt holds one ``<image>`` placeholder.
+    ``meta`` holds what a benchmark's scorer needs beyond the references (a box's image size, the source
+    sentence of a simplification); it takes no part in equality or the prompt.
     """
 
     instruction: str
@@ -24,6 +26,7 @@ class Example:
     id: str = ""
     messages: tuple[dict, ...] = field(default=(), compare=False)
     image: str = ""
+    meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if not self.references:

@@ -233,7 +233,7 @@ def _read(spec: TaskSpec, base_dir: Path) -> tuple[list[Example], list[Example] 
     return examples, read_examples(base_dir / spec.test, spec.format, spec.instruction, image_folder)
 
 
-def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | None, split_seed: int) -> Task:
+def load_task(spec: TaskSpec, base_dir: Path, test_size: int | None, train_size: int | None, split_seed: int) -> Task:
     """Read a task's files and split them (deterministically, seeded by ``split_seed`` and the name)."""
     examples, test = _read(spec, base_dir)
     if spec.short_instruction:
@@ -251,6 +251,8 @@ def load_task(spec: TaskSpec, base_dir: Path, test_size: int, train_size: int | 
         train = split_examples(examples, 0, train_size, seed, spec.balance)[0]
         test = split_examples(test, test_size, 0, seed, spec.balance)[1]
     else:
+        if test_size is None:
+            raise input_error("has no test set of its own: give data.test_size to split one", field=spec.name)
         if len(examples) < 2:
             raise input_error("needs at least 2 examples to split into train and test", file=base_dir / spec.train)
         train, test = split_examples(examples, min(test_size, len(examples) // 2), train_size, seed, spec.balance)
@@ -323,7 +325,7 @@ def order_tasks(tasks: list[Task], order: str) -> list[Task]:
     return list(tasks)
 
 
-def load_stream(stream: str, test_size: int, train_size: int | None, split_seed: int) -> list[Task]:
+def load_stream(stream: str, test_size: int | None, train_size: int | None, split_seed: int) -> list[Task]:
     """Every task of the stream, read and validated up front (before any training starts)."""
     specs, base_dir = stream_specs(stream)
     tasks = []

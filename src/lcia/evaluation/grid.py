@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lcia.core import distributed
 from lcia.data.tasks import Task
@@ -19,6 +19,7 @@ class Cell:
     predictions: list[str]
     scores: list[float]
     adapters: list[str | None]
+    metrics: dict[str, float] = field(default_factory=dict)  # the scorer's task-level metrics (BLEU-4, ...)
 
     @property
     def score(self) -> float:
@@ -39,7 +40,8 @@ def evaluate_task(
     precision: str = "fp32",
 ) -> Cell:
     """Answer and score ``task``'s test set in ``precision``. With several processes each rank answers its
-    share of the examples (every world-size-th) and every rank returns the whole cell, in the test set's order."""
+    share of the examples (every world-size-th) and every rank scores the whole test set (a scorer may weigh
+    each example against the others, as CIDEr's document frequencies do) and returns the whole cell."""
     test = distributed.my_share(task.test)
     adapters = [route(ex) if route else None for ex in test]  # routed once, recorded and used
     predictions = generate_answers(
@@ -55,9 +57,8 @@ def evaluate_task(
         images=images,
         precision=precision,
     )
-    scorer = get_scorer(task.scorer)
-    scores = [scorer(p, ex.references) for p, ex in zip(predictions, test)]
     if distributed.world_size() > 1:
-        answers = distributed.gather_in_order(list(zip(predictions, scores, adapters)), len(task.test))
-        predictions, scores, adapters = (list(column) for column in zip(*answers))
-    return Cell(row, task.name, predictions, scores, adapters)
+        answers = distributed.gather_in_order(list(zip(predictions, adapters)), len(task.test))
+        predictions, adapters = (list(column) for column in zip(*answers))
+    scored = get_scorer(task.scorer)(predictions, task.test)
+    return Cell(row, task.name, predictions, scored.per_example, adapters, scored.metrics)

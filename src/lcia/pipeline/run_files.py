@@ -4,6 +4,7 @@ config.yaml          the resolved run config (every default filled in)
 manifest.json        versions, git commit, seed, hardware, timings per stage and row
 results.json         task names, stages, the (rows x tasks) matrix, metrics with intervals
 predictions.jsonl    one line per (row, task, test example): prediction, references, score
+task_metrics.jsonl   one line per (row, task) whose scorer reports task-level metrics (BLEU-4, METEOR, ...)
 train_log.jsonl      one line per optimizer step: loss, learning rate, method scalars
 <name>.jsonl         a method's own log (``ctx.emit``; the method's docstring names it)
 <name>.json          a method's artifacts (JSON, or <name>.safetensors for tensors), also kept in each
@@ -33,6 +34,13 @@ from lcia.core.files import disk_full, read_json, replace_atomic, write_atomic, 
 from lcia.data.tasks import Task
 from lcia.errors import LciaError, input_error
 from lcia.evaluation.grid import Cell
+
+CELL_FILES = ("predictions.jsonl", "task_metrics.jsonl")  # keyed by (row, task), not by training step
+
+
+def metrics_file(predictions_file: str) -> str:
+    """The task-level metrics file beside a predictions file (``eval/stage-2.predictions.jsonl`` too)."""
+    return predictions_file.replace("predictions.jsonl", "task_metrics.jsonl")
 
 
 class RunDir:
@@ -106,7 +114,10 @@ class RunDir:
             raise
 
     def append_cell(self, cell: Cell, task: Task, name: str = "predictions.jsonl") -> None:
-        """One line per test example of ``task``: prediction, references, score, answering adapter (and image)."""
+        """One line per test example of ``task``: prediction, references, score, answering adapter (and image);
+        the scorer's task-level metrics, when it has any, as one line of the matching ``task_metrics.jsonl``."""
+        if cell.metrics:
+            self.append(metrics_file(name), [{"row": cell.row, "task": cell.task, "metrics": cell.metrics}])
         self.append(
             name,
             [
@@ -154,21 +165,24 @@ class RunDir:
         """Drop predictions of cells not recorded in results.json's matrix (a row, or an extended run's new
         columns of a row, cut short by a crash): row r covers the first len(matrix[r]) tasks."""
         covered = {(r, task) for r, row in enumerate(matrix) for task in tasks[: len(row)]}
-        self.rewrite_jsonl("predictions.jsonl", lambda record: (record["row"], record["task"]) in covered)
+        for name in CELL_FILES:
+            self.rewrite_jsonl(name, lambda record: (record["row"], record["task"]) in covered)
 
     def keep_train_log(self, checkpoint: dict | None) -> None:
         """Drop training-log lines (and the methods' own logs) past the checkpoint
         a resumed run continues from."""
         reached = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
         for path in sorted(self.path.glob("*.jsonl")):
-            if path.name != "predictions.jsonl":
+            if path.name not in CELL_FILES:
                 self.rewrite_jsonl(path.name, lambda r: (r["stage"], r["step"]) <= reached)
 
     def repeat_row(self, row: int, tasks: list[str] | None = None) -> None:
         """Row ``row`` of a method that never trains: row 0's predictions (of ``tasks``; default: all), unchanged."""
-        records = self.read_jsonl("predictions.jsonl")
-        repeated = [r for r in records if r["row"] == 0 and (tasks is None or r["task"] in tasks)]
-        self.append("predictions.jsonl", [{**r, "row": row} for r in repeated])
+        for name in CELL_FILES:
+            if (self.path / name).exists():
+                records = self.read_jsonl(name)
+                repeated = [r for r in records if r["row"] == 0 and (tasks is None or r["task"] in tasks)]
+                self.append(name, [{**r, "row": row} for r in repeated])
 
     def adapter_dir(self, stage: int) -> Path:
         return self.path / "adapters" / f"stage-{stage}"

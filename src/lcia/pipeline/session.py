@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lcia.benchmarks import load_benchmark
 from lcia.config import RunConfig
 from lcia.core import distributed
 from lcia.core.precision import accelerator_for, answering_precision, inference_autocast, set_attention
@@ -186,10 +187,20 @@ class Session:
         return route, answer
 
 
+def stream_tasks(cfg: RunConfig) -> list[Task]:
+    """The tasks of the run's stream in their own order: a benchmark's from the user's copy, or a built-in or
+    file stream's."""
+    data, bench = cfg.data, cfg.benchmark
+    if bench is not None:
+        settings = bench.model_dump(exclude={"root"})
+        return load_benchmark(cfg.stream, bench.root, settings, data.test_size, data.train_size, data.split_seed)
+    return load_stream(cfg.stream, data.test_size, data.train_size, data.split_seed)
+
+
 def run_tasks(cfg: RunConfig) -> list[Task]:
     """A run's tasks in training order: its stream in ``data.order``, then the tasks of each extension."""
     data = cfg.data
-    tasks = order_tasks(load_stream(cfg.stream, data.test_size, data.train_size, data.split_seed), data.order)
+    tasks = order_tasks(stream_tasks(cfg), data.order)
     for extension in cfg.extensions:
         for task in load_stream(extension, data.test_size, data.train_size, data.split_seed):
             if any(task.name == t.name for t in tasks):

@@ -1,9 +1,9 @@
-"""Scorers: ``scorer(prediction, references) -> float in [0, 1]``.
+"""The built-in streams' scorers: ``scorer(prediction, references) -> float in [0, 1]``, one example at a time.
 
 Every scorer takes the model's greedy output and the example's reference answers. All but ``vqa`` score
 the best-matching reference (max over references); ``vqa`` counts agreeing references, as the VQA
-metric does. A bare string is accepted as a single reference. Look scorers up by name with
-:func:`get_scorer`; :data:`SCORERS` lists them.
+metric does. A bare string is accepted as a single reference. Each is registered under the name a stream
+file gives as ``scorer:`` (``exact``, ``mc``, ``numeric``, ``rougeL``, ``vqa``, ``contains``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-Scorer = Callable[[str, Sequence[str]], float]
+from lcia.scorers.base import per_example
 
 # Number words both sides may use for small counts ("three" == "3"); zero is included because
 # "zero" answers are as common as "one" in counting questions.
@@ -44,12 +44,14 @@ def normalize(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+@per_example("exact")
 def exact_match(prediction: str, references: Sequence[str]) -> float:
     """1.0 if the prediction equals a reference after :func:`normalize` ("Yes" matches "Yes.")."""
     pred = normalize(prediction)
     return float(any(pred == normalize(ref) for ref in _references(references)))
 
 
+@per_example("contains")
 def contains(prediction: str, references: Sequence[str]) -> float:
     """1.0 if a normalised reference occurs in the normalised prediction as a run of whole words."""
     padded = f" {normalize(prediction)} "
@@ -100,6 +102,7 @@ def _extracted_match(prediction: str, references: Sequence[str], extract: Callab
     return 0.0
 
 
+@per_example("mc")
 def multiple_choice(prediction: str, references: Sequence[str]) -> float:
     """1.0 if the option letter in the prediction is a reference's letter ("The answer is B" vs "B.")."""
     return _extracted_match(prediction, references, extract_option, "option letter A-E")
@@ -124,6 +127,7 @@ def extract_number(text: str) -> float | None:
     return float(match["digits"].replace(",", "").replace("−", "-"))
 
 
+@per_example("numeric")
 def numeric_match(prediction: str, references: Sequence[str]) -> float:
     """1.0 if the first number in the prediction equals a reference's number ("3 apples" vs "three")."""
     return _extracted_match(prediction, references, extract_number, "number")
@@ -140,6 +144,7 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
     return previous[-1]
 
 
+@per_example("rougeL")
 def rouge_l(prediction: str, references: Sequence[str]) -> float:
     """ROUGE-L F1 on :func:`normalize`-d word tokens, best over references.
 
@@ -173,6 +178,7 @@ def normalize_vqa(text: str) -> str:
     return " ".join(words)
 
 
+@per_example("vqa")
 def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
     """VQA accuracy min(1, matches / 3): full credit when three annotators gave the normalised answer.
 
@@ -183,22 +189,3 @@ def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
     pred = normalize_vqa(prediction)
     matches = sum(pred == normalize_vqa(ref) for ref in refs)
     return min(1.0, matches / min(3, len(refs)))
-
-
-SCORERS: dict[str, Scorer] = {
-    "exact": exact_match,
-    "mc": multiple_choice,
-    "numeric": numeric_match,
-    "rougeL": rouge_l,
-    "vqa": vqa_accuracy,
-    "contains": contains,
-}
-"""Scorer name (as written in stream configs) -> scorer."""
-
-
-def get_scorer(name: str) -> Scorer:
-    """The scorer called ``name``; ValueError naming the known scorers if there is none."""
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; known scorers: {', '.join(SCORERS)}") from None
