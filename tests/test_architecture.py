@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lcia"
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS = [
     ["lcia.errors", "lcia.yamlfile", "lcia.core"],
-    ["lcia.data", "lcia.scorers", "lcia.benchmarks", "lcia.mechanisms", "lcia.evaluation.metrics", "lcia.reporting.tables", "lcia.reporting.figures",
+    ["lcia.data", "lcia.scorers", "lcia.benchmarks", "lcia.mechanisms", "lcia.evaluation.metrics",
+     "lcia.reporting.tables", "lcia.reporting.figures",
      "lcia.reporting.manifest", "lcia.reporting.loggers"],
     ["lcia.models"],
     ["lcia.methods"],

@@ -132,15 +132,15 @@ def test_routing_picks_the_most_similar_prototype_by_the_mean_similarity():
     method = HiDe()
     method.prototypes = {"task-1": ["red apple", "green pear"], "task-2": ["blue car"]}
     method.tasks = {"task-1": ["fruit"], "task-2": ["cars"]}
-    route = method.explain_route("red apple")  # task-1: mean(1, 0); task-2: nothing shared
+    route = method.explain_route(Example("red apple", "", ""))  # task-1: mean(1, 0); task-2: nothing shared
     assert route.adapter == "task-1" and route.scores == {"task-1": pytest.approx(0.5), "task-2": 0.0}
     assert route.holds == {"task-1": "fruit", "task-2": "cars"}
     # route(example) compares the instruction with the input: "Name it.\nblue car"
     example = Example("Name it.", "blue car", "")
     pair = TfidfSimilarity.pair("Name it.\nblue car", "blue car")
-    assert method.explain_route("Name it.\nblue car").scores["task-2"] == pytest.approx(pair)
+    assert method.explain_route(example).scores["task-2"] == pytest.approx(pair)
     assert method.route(example) == "task-2" and method.task_adapters() == {"fruit": "task-1", "cars": "task-2"}
-    assert HiDe().explain_route("anything").adapter is None  # nothing trained: the active adapter
+    assert HiDe().explain_route(Example("anything", "", "")).adapter is None  # nothing trained: the active adapter
     assert sample([f"t{i}" for i in range(10)], 4) == ["t0", "t2", "t5", "t7"]  # 10 * i // 4
     assert sample(["a", "b", "a"], 4) == ["a", "b"]
 
@@ -184,7 +184,8 @@ def test_in_the_loop_each_task_trains_its_own_adapter_and_the_lower_layers_carry
         folder.write_artifact(name, data)
     reloaded = HiDe()
     reloaded.load_artifacts(tmp_path)
-    assert reloaded.explain_route("Repeat the word.") == method.explain_route("Repeat the word.")
+    request = Example("Repeat the word.", "", "")
+    assert reloaded.explain_route(request) == method.explain_route(request)
     assert reloaded.task_adapters() == method.task_adapters()
 
 
@@ -233,4 +234,9 @@ def test_a_run_routes_every_test_instance_to_its_task_and_a_saved_stage_routes_t
     saved = RunDir(out.adapter_dir(2)).read_json("hide.json")
     assert saved["tasks"] == {"task-1": ["colors"], "task-2": ["echo"]} and len(saved["prototypes"]["task-1"]) == 8
     session, _ = open_saved(str(hide_run.run_dir), model=False)  # lcia route: the artifacts alone
-    assert session.method.explain_route("Repeat the word.").adapter == "task-2"
+    assert session.method.explain_route(Example("Repeat the word.", "", "")).adapter == "task-2"
+    answering, _ = open_saved(str(hide_run.run_dir))  # lcia ask and serve route the whole request, as evaluation
+    route, _ = answering.ask("Name the color.", "item 99", max_new_tokens=2)
+    request = Example("Name the color.", "item 99", "")
+    assert route.scores == answering.method.explain_route(request).scores
+    assert route.scores != answering.method.explain_route(Example("Name the color.", "", "")).scores

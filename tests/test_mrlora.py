@@ -94,12 +94,12 @@ def test_routing_scores_each_experts_letter_under_the_router_and_switches_back()
     method = build_method("mrlora")
     state = {"experts": ["expert-1", "expert-2"], "holds": {"expert-1": ["colors"], "expert-2": ["echo"]}}
     method.load_state_dict(state | {"replay": {}, "router_log": []})
-    unbound = method.explain_route("Name the color.")
+    unbound = method.explain_route(Example("Name the color.", "", ""))
     assert unbound.adapter is None and "needs the model" in unbound.rule
 
     model, seen = Bigram(tables), []
     method.bind(model, _stub_inputs(seen))
-    route = method.explain_route("Name the color.")
+    route = method.explain_route(Example("Name the color.", "", ""))
     # A: P(A | prompt) P(end | A) = 0.2 * 0.5 = 0.1;  B: 0.6 * 0.25 = 0.15, so B (expert-2). Uniform expert
     # tables would give both log(1/16) and pick A: the scores are the router's.
     assert route.scores == pytest.approx({"expert-1": math.log(0.1), "expert-2": math.log(0.15)})

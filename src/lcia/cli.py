@@ -166,10 +166,11 @@ def _cmd_compare(args) -> None:
 def _cmd_route(args) -> None:
     from rich.table import Table
 
+    from lcia.data.schema import Example
     from lcia.pipeline.session import open_saved
 
     session, _ = open_saved(args.run_dir, args.stage, model=False)
-    route = session.method.explain_route(args.instruction)
+    route = session.method.explain_route(Example(args.instruction, "", ""))
     if not route.scores:
         console.print(f"{args.run_dir} ({session.cfg.method.name}): {route.rule}")
         return

@@ -155,10 +155,11 @@ class Method:
     # --- answering ---------------------------------------------------------------------------------
     def route(self, example: Example) -> str | None:
         """The adapter that answers ``example`` (None: the active one)."""
-        return self.explain_route(example.instruction).adapter
+        return self.explain_route(example).adapter
 
-    def explain_route(self, instruction: str) -> Route:
-        """The route of an instruction with what decided it (default: nothing to decide)."""
+    def explain_route(self, example: Example) -> Route:
+        """The route of an example (its instruction, and its input where the method reads it) with what decided
+        it (default: nothing to decide). Evaluation, ``ask``, ``serve`` and ``route`` all ask this."""
         return Route(None)
 
     def task_adapters(self) -> dict[str, str]:

@@ -24,6 +24,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from lcia.core.files import read_json
+from lcia.data.schema import Example
 from lcia.mechanisms.codebook import Codebook, Group
 from lcia.mechanisms.similarity import build_similarity, resolve_threshold
 from lcia.methods.base import Capabilities, Method, MethodParams, Route, TrainContext, register
@@ -115,10 +116,10 @@ class Grouping(Method):
         ctx.emit("grouping", record)
         super().before_task(ctx)
 
-    def explain_route(self, instruction: str) -> Route:
+    def explain_route(self, example: Example) -> Route:
         if not self.codebook.groups:
-            return super().explain_route(instruction)
-        adapter, scores = self.codebook.route(instruction)
+            return super().explain_route(example)
+        adapter, scores = self.codebook.route(example.instruction)
         holds = {g.adapter: ", ".join(g.tasks) for g in self.codebook.groups}
         return Route(adapter, scores, holds, f"nearest instruction, {self.codebook.similarity.name} similarity")
 

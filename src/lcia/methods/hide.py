@@ -182,11 +182,8 @@ class HiDe(Method):
             self._routes[text] = Route(max(scores, key=scores.get), scores, holds, rule)
         return self._routes[text]
 
-    def route(self, example: Example) -> str | None:
-        return self._route(instance_text(example)).adapter
-
-    def explain_route(self, instruction: str) -> Route:
-        return self._route(instruction)
+    def explain_route(self, example: Example) -> Route:
+        return self._route(instance_text(example))
 
     def task_adapters(self) -> dict[str, str]:
         return {task: adapter for adapter, tasks in self.tasks.items() for task in tasks}

@@ -204,22 +204,16 @@ class MrLora(Method):
             model.set_adapter(previous, inference_mode=True)
         return dict(zip(self.experts, scores.tolist()))
 
-    def route(self, example: Example) -> str | None:
-        if len(self.experts) < 2 or self._model is None:
-            return self.explain_route(example.instruction).adapter
-        scores = self._scores(example)
-        return max(scores, key=scores.get)  # the first of equals: the earliest expert
-
-    def explain_route(self, instruction: str) -> Route:
+    def explain_route(self, example: Example) -> Route:
         holds = {e: ", ".join(self.holds[e]) for e in self.experts}
         if len(self.experts) < 2:
             return Route(self.experts[0] if self.experts else None, holds=holds)
         if self._model is None:
             rule = "the router adapter picks the expert: routing needs the model (lcia eval | ask | serve)"
             return Route(None, holds=holds, rule=rule)
-        scores = self._scores(Example(instruction, "", ""))
+        scores = self._scores(example)
         rule = "the expert whose letter the router adapter finds most likely"
-        return Route(max(scores, key=scores.get), scores, holds, rule)
+        return Route(max(scores, key=scores.get), scores, holds, rule)  # the first of equals: the earliest expert
 
     def task_adapters(self) -> dict[str, str]:
         return {task: expert for expert, tasks in self.holds.items() for task in tasks}

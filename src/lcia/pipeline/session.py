@@ -167,11 +167,12 @@ class Session:
         return scores
 
     def ask(self, instruction: str, input: str = "", max_new_tokens: int = 64, image: str = "") -> tuple[Route, str]:
-        """The greedy answer of the adapter the method routes ``instruction`` to, and that route."""
+        """The greedy answer of the adapter the method routes the request to (as evaluation routes a test
+        instance: by its instruction, and its input for methods that read it), and that route."""
         if image and self.slots is None:
             raise input_error("this run's model takes no images", field="--image")
         example = Example(instruction=instruction, input=input, output="", image=image)
-        route = self.method.explain_route(instruction)
+        route = self.method.explain_route(example)
         [answer] = generate_answers(
             self.model,
             self.tokenizer,

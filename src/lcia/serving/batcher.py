@@ -1,7 +1,7 @@
 """The one thread that owns the model: requests that arrive together are answered by one batched decode.
 
 Requests wait in a queue. The worker takes the first, then everything else queued up to the run's evaluation
-batch size, routes each by its own instruction (``method.explain_route``, as evaluation routes), and answers
+batch size, routes each as evaluation routes a test instance (``method.explain_route``), and answers
 them with one ``generate_answers`` call with per-request adapters, the evaluation decoder itself. Requests that
 ask for different ``max_tokens`` get one call per distinct value, since it sets the decoding steps and each
 prompt's length budget; inside a call each adapter's requests decode together (one adapter is active at a
@@ -126,7 +126,7 @@ class Batcher:
         """The job's route and prompt length; a prompt lcia cannot answer fails its own request only."""
         s = self.session
         try:
-            route = s.method.explain_route(job.example.instruction)
+            route = s.method.explain_route(job.example)
             slots = s.images.slots if s.images is not None else None
             prompt = fit(
                 encode_prompt(s.tokenizer, job.example, slots), s.cfg.evaluation.max_length - job.max_new_tokens
