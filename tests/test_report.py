@@ -118,7 +118,8 @@ def report(tmp_path_factory):
     """Two seeds of seq-lora, one dema (preset=paper) with EMA logs, one grouping run with routing."""
     root = tmp_path_factory.mktemp("runs")
     make_run(root / "seq-s0", seed=0, matrix=matrix_ending(0.5))
-    make_run(root / "seq-s1", seed=1, matrix=matrix_ending(0.7))
+    seq_s1 = make_run(root / "seq-s1", seed=1, matrix=matrix_ending(0.7))
+    seq_s1.append("task_metrics.jsonl", [{"row": r, "task": "add2", "metrics": {"CIDEr": 0.1 * r}} for r in range(4)])
     add_ema(make_run(root / "dema-paper", method="dema", params={"preset": "paper"}))
     add_grouping(make_run(root / "grouping", method="grouping"))
     runs = [root / name for name in ("seq-s0", "seq-s1", "dema-paper", "grouping")]
@@ -204,6 +205,8 @@ def test_per_run_sections_show_routing_groups_and_ema(report):
     assert "| group-1 | plural, intent | 2 |" in grouping and "last row 0.917" in grouping
     dema = section(text, "### dema-paper: results")
     assert "inside (0, 1): 75.0% of 400" in dema
+    seq = section(text, "### seq-s1: results")  # a benchmark scorer's task-level metrics, after the last row
+    assert "row 3 (task_metrics.jsonl)" in seq and "| add2 | 0.3000 |" in seq and "task-level" not in dema
 
 
 def test_latex_holds_booktabs_tabulars(report):

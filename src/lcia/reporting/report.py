@@ -178,6 +178,21 @@ def routing_lines(run: Run) -> list[str]:
     ]
 
 
+def task_metrics_lines(run: Run) -> list[str]:
+    """The scorers' task-level metrics (a caption task's BLEU-4, CIDEr, ...) after the last row, when any."""
+    records = run.read_jsonl("task_metrics.jsonl")
+    if not records:
+        return []
+    last = max(r["row"] for r in records)
+    final = {r["task"]: r["metrics"] for r in records if r["row"] == last}
+    names = list(dict.fromkeys(name for metrics in final.values() for name in metrics))
+    rows = [[task] + [f"{metrics[n]:.4f}" if n in metrics else "" for n in names] for task, metrics in final.items()]
+    return [
+        f"Task-level metrics of the benchmark's scorers, row {last} (task_metrics.jsonl):",
+        markdown_table(["task", *names], rows),
+    ]
+
+
 def run_section(run: Run) -> str:
     results = run.results
     baseline = results.get("majority_baseline", {})
@@ -191,6 +206,7 @@ def run_section(run: Run) -> str:
             "Majority baseline: " + ", ".join(f"{t} {baseline[t]:.3f}" for t in results["tasks"] if t in baseline)
         )
     parts += ["Metrics (from results.json):", markdown_metrics(results["metrics"], results.get("intervals"))]
+    parts += task_metrics_lines(run)
     parts += routing_lines(run)
     parts += method_class(run.config["method"]["name"]).report_lines(run)
     return "\n\n".join(parts)
