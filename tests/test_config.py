@@ -109,3 +109,14 @@ def test_a_run_answers_in_its_precision_and_lcia_eval_repeats_its_answers(tiny_c
     read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
     last_row = [r["prediction"] for r in read(result.run_dir / "predictions.jsonl") if r["row"] == 2]
     assert [r["prediction"] for r in read(result.run_dir / "eval/stage-2.predictions.jsonl")] == last_row
+
+
+def test_epochs_give_each_stage_its_passes_over_its_own_examples():
+    from lcia.config import TrainingConfig
+    from lcia.data.tasks import Task
+
+    small, large = Task("small", [None] * 10, []), Task("large", [None] * 33, [])
+    assert TrainingConfig(steps=7).stage_steps([small, large]) == 14  # steps per task, whatever their size
+    by_epochs = TrainingConfig(epochs=1, batch_size=4, grad_accum=2)
+    assert [by_epochs.stage_steps(stage) for stage in ([small], [large], [small, large])] == [2, 5, 6]
+    assert TrainingConfig(epochs=0.1, batch_size=8).stage_steps([small]) == 1  # at least one step

@@ -7,6 +7,7 @@ method's own parameters included, are rejected with ``file:line: field: why``.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -65,6 +66,9 @@ class LoraSettings(_Section):
 
 class TrainingConfig(_Section):
     steps: PositiveInt = 40  # optimizer steps per task (a joint stage gets steps x tasks)
+    # passes over each stage's own training examples, instead of ``steps``: ceil(epochs x examples / (batch_size
+    # x grad_accum)) steps a stage, as the field's scripts train "one epoch per task" on tasks of unequal size
+    epochs: PositiveFloat | None = None
     batch_size: PositiveInt = 8
     grad_accum: PositiveInt = 1
     lr: PositiveFloat = 1e-3
@@ -77,6 +81,13 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: NonNegativeInt = 50  # optimizer steps between checkpoints (0: only after each stage)
     max_bad_steps: NonNegativeInt = 10  # NaN/inf-loss steps skipped per stage before the run stops
+
+    def stage_steps(self, tasks: list) -> int:
+        """The optimizer steps of a stage training ``tasks`` (each with its ``train`` examples)."""
+        if self.epochs is None:
+            return self.steps * len(tasks)
+        examples = sum(len(task.train) for task in tasks)
+        return max(1, math.ceil(self.epochs * examples / (self.batch_size * self.grad_accum)))
 
 
 class EvaluationConfig(_Section):

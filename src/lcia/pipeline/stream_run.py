@@ -125,7 +125,8 @@ class StreamRun:
         self.stages = method.stages(self.tasks)
         self.features = self._encode()
         # global step at the end of each stage, for the live logs
-        self.ends = [cfg.training.steps * sum(map(len, self.stages[:k])) for k in range(len(self.stages) + 1)]
+        per_stage = [cfg.training.stage_steps(stage) for stage in self.stages]
+        self.ends = [sum(per_stage[:k]) for k in range(len(self.stages) + 1)]
         self.matrix: list[list[float]] = []
         self.record: dict = {}  # the manifest
         self.latest: dict | None = None  # the checkpoint resumed from
@@ -262,7 +263,7 @@ class StreamRun:
         if self.main:
             events.on_step = lambda record: self._log_step(record, self.ends[stage - 1])
             events.emit = lambda name, record: self.out.append(f"{name}.jsonl", [record])
-        steps = self.cfg.training.steps * len(tasks)
+        steps = self.cfg.training.stage_steps(tasks)
         inputs = Stage(stage, tasks, features, steps)
         stats = train_stage(session.learner, inputs, self.cfg.training, self.cfg.seed, resume=resume, events=events)
         self.log(

@@ -7,8 +7,9 @@ Features and their trade-offs:
 * Logits only at the answer positions (``answer_forward``): the vocabulary projection and softmax
   over every prompt token are skipped, which makes a SmolLM2 LoRA step about 1.4 times faster on
   the CPU (``benchmarks/train_speed.py``). The loss is the usual causal-LM mean over answer tokens.
-* A fixed budget of optimizer steps per stage (``training.steps`` per task), cycling over the data:
-  every task gets the same number of updates whatever its size, so methods compare at equal cost.
+* A fixed budget of optimizer steps per stage, cycling over the data: ``training.steps`` per task (every task
+  gets the same number of updates whatever its size, so methods compare at equal cost), or ``training.epochs``
+  passes over the stage's own examples (the field's "one epoch per task" on benchmarks of unequal tasks).
 * Gradient accumulation: method hooks after the backward pass and after the optimizer step run once
   per optimizer step, on the accumulated gradient.
 * A fresh AdamW and scheduler per stage, as when each task is its own fine-tuning run.
