@@ -120,3 +120,7 @@ def test_epochs_give_each_stage_its_passes_over_its_own_examples():
     by_epochs = TrainingConfig(epochs=1, batch_size=4, grad_accum=2)
     assert [by_epochs.stage_steps(stage) for stage in ([small], [large], [small, large])] == [2, 5, 6]
     assert TrainingConfig(epochs=0.1, batch_size=8).stage_steps([small]) == 1  # at least one step
+    small.epochs = 3  # a benchmark's scripts train it three times over
+    assert TrainingConfig(epochs="benchmark", batch_size=4).stage_steps([small, large]) == 16  # (30 + 33) / 4
+    assert TrainingConfig(epochs=1, batch_size=4).stage_steps([small]) == 3
+    assert TrainingConfig(warmup_ratio=0.03).warmup(1000) == 30 and TrainingConfig(warmup_steps=5).warmup(1000) == 5

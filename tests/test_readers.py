@@ -238,6 +238,7 @@ def test_undetectable_format_names_the_keys(tmp_path):
 def test_duplicate_id(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", [{"instruction": "i", "output": "a", "id": "x"}] * 2)
     assert "train.jsonl:2: id: duplicate id 'x' (first on line 1)" in read_error(path)
+    assert [ex.id for ex in read_examples(path, unique_ids=False)] == ["x", "x"]  # a benchmark's training file
 
 
 def test_messages_must_end_with_the_assistant(tmp_path):

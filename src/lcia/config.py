@@ -67,14 +67,16 @@ class LoraSettings(_Section):
 class TrainingConfig(_Section):
     steps: PositiveInt = 40  # optimizer steps per task (a joint stage gets steps x tasks)
     # passes over each stage's own training examples, instead of ``steps``: ceil(epochs x examples / (batch_size
-    # x grad_accum)) steps a stage, as the field's scripts train "one epoch per task" on tasks of unequal size
-    epochs: PositiveFloat | None = None
+    # x grad_accum)) steps a stage, as the field's scripts train "one epoch per task" on tasks of unequal size;
+    # benchmark: each task's own epochs as its benchmark's scripts train it (TRACE's 5, 3, 7, ...; else 1)
+    epochs: PositiveFloat | Literal["benchmark"] | None = None
     batch_size: PositiveInt = 8
     grad_accum: PositiveInt = 1
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
     scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
     warmup_steps: NonNegativeInt = 0
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # warm-up as a share of each stage's steps (with epochs)
     max_length: int = Field(256, ge=16)  # tokens of prompt + answer; longer prompts keep head and tail
     max_grad_norm: PositiveFloat | None = 1.0
     # auto: bf16 where the hardware multiplies it natively, else fp32; bf16: autocast, fp32 master weights
@@ -86,8 +88,13 @@ class TrainingConfig(_Section):
         """The optimizer steps of a stage training ``tasks`` (each with its ``train`` examples)."""
         if self.epochs is None:
             return self.steps * len(tasks)
-        examples = sum(len(task.train) for task in tasks)
-        return max(1, math.ceil(self.epochs * examples / (self.batch_size * self.grad_accum)))
+        own = self.epochs == "benchmark"
+        passes = sum((task.epochs or 1.0 if own else self.epochs) * len(task.train) for task in tasks)
+        return max(1, math.ceil(passes / (self.batch_size * self.grad_accum)))
+
+    def warmup(self, steps: int) -> int:
+        """Warm-up steps of a stage of ``steps``: ``warmup_steps``, or ``warmup_ratio`` of them when larger."""
+        return max(self.warmup_steps, math.ceil(self.warmup_ratio * steps))
 
 
 class EvaluationConfig(_Section):

@@ -46,6 +46,7 @@ class BenchmarkTask:
     scorer: str
     max_new_tokens: int = 16
     family: str | None = None  # tasks sharing an instruction family (what grouping should find)
+    epochs: float | None = None  # the passes the benchmark's own scripts train it for, when they differ by task
 
 
 class Benchmark:

@@ -80,5 +80,5 @@ def load_benchmark(
         if not train or not test:
             empty = "train" if not train else "test"
             raise input_error(f"task {task_name!r} has no {empty} examples", file=folder, field="benchmark")
-        tasks.append(Task(task_name, train, test, found.scorer, found.max_new_tokens, found.family))
+        tasks.append(Task(task_name, train, test, found.scorer, found.max_new_tokens, found.family, found.epochs))
     return tasks

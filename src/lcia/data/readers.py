@@ -54,6 +54,7 @@ def read_examples(
     format: str = "auto",
     instruction: str | None = None,
     image_folder: str | os.PathLike | None = None,
+    unique_ids: bool = True,
 ) -> list[Example]:
     """Read the examples of one data file.
 
@@ -64,6 +65,7 @@ def read_examples(
     with a 0-based index (for a BIG-bench ``task.json``, its folder's name instead of the stem ``task``; a
     ``save_to_disk`` folder has a stem too: ``data/train`` gives ``train-0``). Relative image paths are
     resolved against ``image_folder`` (default: the file's folder, or a ``save_to_disk`` folder itself).
+    A repeated id is an error unless ``unique_ids`` is off (a benchmark's training file that repeats some).
     Raises :class:`~lcia.errors.LciaError` on any bad input.
     """
     file = str(path)
@@ -97,7 +99,7 @@ def read_examples(
         if not isinstance(record, dict):
             raise where.error(None, f"expected a JSON object, got {json_type(record)}")
         example_id = record_id(record, where, f"{stem}-{index}")
-        if example_id in first_line_of_id:
+        if unique_ids and example_id in first_line_of_id:
             first = first_line_of_id[example_id]
             place = first if isinstance(first, Row) else f"line {first}"  # a Row prints as "row N"
             raise where.error("id", f"duplicate id {example_id!r} (first on {place})")

@@ -17,6 +17,7 @@ class Task:
     scorer: str = "exact"
     max_new_tokens: int = 16
     family: str | None = None  # the instruction family a task belongs to (what grouping should find)
+    epochs: float | None = None  # the passes its benchmark's scripts make over it (``training.epochs: benchmark``)
 
     @property
     def instructions(self) -> list[str]:

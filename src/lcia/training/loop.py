@@ -219,7 +219,7 @@ def _batches(stage: Stage, cfg: TrainingConfig, seed: int, resume: Resume | None
 def _optimizer(params, cfg: TrainingConfig, steps: int, accelerator: Accelerator, resume: Resume | None):
     """A fresh AdamW and scheduler for the stage (a resumed stage's state loaded into them)."""
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup(steps), num_training_steps=steps)
     # The scheduler is not prepared: Accelerate would step it once per process, for a sharded data loader.
     optimizer = accelerator.prepare(optimizer)
     if resume is not None:
