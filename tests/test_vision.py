@@ -273,3 +273,20 @@ def test_a_hugging_face_llava_runs_through_its_own_processor(vision_config, tiny
     assert lora and all("language_model" in k for k in lora)  # the vision tower stays frozen, without LoRA
     scores = evaluate_saved(str(result.run_dir), progress=False)
     assert [scores[t] for t in result.tasks] == result.matrix[-1]
+
+
+def test_a_hub_id_in_the_local_cache_is_recognised_as_a_vision_language_model(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from lcia.models.vision import is_vision_language
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--llava-hf--tiny-llava" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {}}))
+    (cache / "models--llava-hf--tiny-llava" / "refs").mkdir()
+    (cache / "models--llava-hf--tiny-llava" / "refs" / "main").write_text("0123abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert is_vision_language("llava-hf/tiny-llava")  # as after `huggingface-cli download llava-hf/tiny-llava`
+    assert not is_vision_language("llava-hf/not-downloaded") and not is_vision_language("smollm2-135m-instruct")

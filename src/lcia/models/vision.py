@@ -36,6 +36,7 @@ from torch import nn
 from lcia.core.packages import package_dir
 from lcia.data.images import IMAGE_PLACEHOLDER, ImageSlots, load_image
 from lcia.errors import LciaError
+from lcia.models.loading import SMOLLM2
 
 ENCODER = "efficientnet-lite0"
 IMAGE_SIZE = 128  # pixels: a 4x4 feature grid
@@ -151,9 +152,25 @@ def attach_projector(model, slots: ImageSlots, seed: int = 0) -> nn.Module:
 
 
 def is_vision_language(name_or_path: str) -> bool:
-    """Whether a model folder holds a Hugging Face vision-language model (its config has a vision part)."""
-    config = Path(name_or_path) / "config.json"
-    return config.exists() and '"vision_config"' in config.read_text(encoding="utf-8")
+    """Whether a model folder, or a hub id in the local Hugging Face cache (``huggingface-cli download``),
+    holds a Hugging Face vision-language model (its config has a vision part)."""
+    config = _config_file(name_or_path)
+    return config is not None and '"vision_config"' in config.read_text(encoding="utf-8")
+
+
+def _config_file(name_or_path: str) -> Path | None:
+    if name_or_path == SMOLLM2:  # the packaged text model
+        return None
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        return folder / "config.json" if (folder / "config.json").exists() else None
+    from transformers.utils import cached_file
+
+    try:  # offline unless HF_HUB_OFFLINE=0: the cache's copy
+        found = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):  # not a hub id, or not in the cache
+        return None
+    return Path(found) if found else None
 
 
 def image_slots(name_or_path: str, tokenizer) -> ImageSlots:
