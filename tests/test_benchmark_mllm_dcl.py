@@ -4,11 +4,13 @@ for bad layouts, the GPU config, and one end-to-end ``lcia run`` writing the ful
 
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
+from benchmark_fixtures.common import edit, run_on_fixture
+from benchmark_fixtures.common import read as read_fixture
 from benchmark_fixtures.mllm_dcl import make_mllm_dcl
 
 from lcia.benchmarks import load_benchmark
@@ -26,14 +28,7 @@ def dcl(tmp_path):
     return make_mllm_dcl(tmp_path / "Domain_data")
 
 
-def read(root, **settings):
-    return load_benchmark("mllm-dcl", str(root), settings, None, None, 0)
-
-
-def edit(path: Path, change):
-    records = json.loads(path.read_text())
-    change(records)
-    path.write_text(json.dumps(records, indent=1))
+read = partial(read_fixture, "mllm-dcl")
 
 
 def test_every_domain_is_read_in_mllm_cls_order_with_its_scorer(dcl):
@@ -129,20 +124,9 @@ def test_the_gpu_config_validates_without_a_model():
 
 @pytest.mark.slow
 def test_lcia_run_on_the_fixture_writes_the_full_grid_with_mllm_cls_scorers(tmp_path, tiny_model_dir, monkeypatch):
-    from lcia.cli import main
-    from lcia.pipeline.run_files import RunDir
-
     monkeypatch.setenv("LCIA_HOME", str(tmp_path / "home"))
     root = make_mllm_dcl(tmp_path / "Domain_data", per_task=2)
-    config = tmp_path / "dcl.yaml"
-    config.write_text(
-        f"stream: mllm-dcl\nbenchmark:\n  root: {root}\n  params: {{max_new_tokens: 4}}\n"
-        f"model:\n  name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path / 'run'}\nmethod:\n  name: seq-lora\n"
-        "training:\n  steps: 2\n  batch_size: 2\ndata:\n  test_size: null\nevaluation:\n  bootstrap: 0\n"
-        "lora:\n  r: 4\nvision:\n  prealign_steps: 0\n"
-    )
-    assert main(["run", str(config), "--quiet"]) == 0
-    out = RunDir(tmp_path / "run")
+    out = run_on_fixture(tmp_path, tiny_model_dir, "mllm-dcl", root, "  params: {max_new_tokens: 4}\n")
     results = out.read_json("results.json")
     assert results["tasks"] == list(TASKS)
     assert len(results["matrix"]) == 6 and all(len(row) == 5 for row in results["matrix"])

@@ -9,14 +9,13 @@ add_dataset_name on, as in all its scripts) and SAPT's ``cl_dataset.py`` + ``cl_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from benchmark_fixtures.common import edit, read, run_on_fixture
 from benchmark_fixtures.long_sequence import make_olora, make_sapt
 from benchmark_fixtures.superni import make_superni
 
-from lcia.benchmarks import load_benchmark
 from lcia.benchmarks.long_sequence import LongSequence
 from lcia.benchmarks.superni import SuperNI
 from lcia.config import load_config
@@ -47,10 +46,6 @@ def olora(tmp_path):
 def sapt(tmp_path):
     root = tmp_path / "SAPT" / "CL_Benchmark"
     return make_superni(make_sapt(root))
-
-
-def read(name, root, **settings):
-    return load_benchmark(name, str(root), settings, None, None, 0)
 
 
 def prompt(example):
@@ -97,12 +92,6 @@ def test_superni(sapt):
     assert emotion.test[0].references == ("NEG",)  # a string output
     assert SUPERNI_QUOREF.startswith(quoref.test[1].instruction + "\n\nNow complete the following example -\nInput: ")
     assert quoref.test[1].input == "Passage: Item 4 is described here.\nQuestion: What is it?"
-
-
-def edit(path: Path, change):
-    value = json.loads(path.read_text())
-    change(value)
-    path.write_text(json.dumps(value, indent=1))
 
 
 @pytest.mark.parametrize(
@@ -234,17 +223,7 @@ def test_the_gpu_configs_validate_without_a_model():
 
 
 def run_lcia(tmp_path, tiny_model_dir, stream, root, extra):
-    from lcia.cli import main
-    from lcia.pipeline.run_files import RunDir
-
-    config = tmp_path / f"{stream}.yaml"
-    config.write_text(
-        f"stream: {stream}\nbenchmark:\n  root: {root}\n{extra}  params: {{max_new_tokens: 4}}\n"
-        f"model:\n  name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path / stream}\nmethod:\n  name: seq-lora\n"
-        "training:\n  steps: 2\n  batch_size: 2\ndata:\n  test_size: null\nevaluation:\n  bootstrap: 0\nlora:\n  r: 4\n"
-    )
-    assert main(["run", str(config), "--quiet"]) == 0
-    return RunDir(tmp_path / stream)
+    return run_on_fixture(tmp_path, tiny_model_dir, stream, root, extra + "  params: {max_new_tokens: 4}\n")
 
 
 @pytest.mark.slow

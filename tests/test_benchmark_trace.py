@@ -5,9 +5,12 @@ one end-to-end ``lcia run`` writing the full grid with TRACE's scorers."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
+from benchmark_fixtures.common import edit, run_on_fixture
+from benchmark_fixtures.common import read as read_fixture
 from benchmark_fixtures.trace import INSTRUCTIONS, make_trace
 
 from lcia.benchmarks import load_benchmark
@@ -24,14 +27,7 @@ def trace(tmp_path):
     return make_trace(tmp_path / "LLM-CL-Benchmark_5000")
 
 
-def read(root, **settings):
-    return load_benchmark("trace", str(root), settings, None, None, 0)
-
-
-def edit(path: Path, change):
-    records = json.loads(path.read_text(encoding="utf-8"))
-    change(records)
-    path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+read = partial(read_fixture, "trace")
 
 
 def test_every_task_is_read_in_traces_order_with_its_scorer(trace):
@@ -142,20 +138,10 @@ def test_the_gpu_config_validates_without_a_model():
 
 @pytest.mark.slow
 def test_lcia_run_on_the_fixture_writes_the_full_grid_with_traces_scorers(tmp_path, tiny_model_dir, monkeypatch):
-    from lcia.cli import main
-    from lcia.pipeline.run_files import RunDir
-
     monkeypatch.setenv("LCIA_HOME", str(tmp_path / "home"))
     root = make_trace(tmp_path / "TRACE", per_task=2)
-    config = tmp_path / "trace.yaml"
-    config.write_text(
-        f"stream: trace\nbenchmark:\n  root: {root}\n  params: {{max_new_tokens: 4}}\n"
-        f"model:\n  name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path / 'run'}\nmethod:\n  name: seq-lora\n"
-        "training:\n  epochs: benchmark\n  batch_size: 4\ndata:\n  test_size: null\nevaluation:\n  bootstrap: 0\n"
-        "lora:\n  r: 4\n"
-    )
-    assert main(["run", str(config), "--quiet"]) == 0
-    out = RunDir(tmp_path / "run")
+    training = "  epochs: benchmark\n  batch_size: 4\n"
+    out = run_on_fixture(tmp_path, tiny_model_dir, "trace", root, "  params: {max_new_tokens: 4}\n", training)
     # TRACE's 5, 3, 7, 5, 3, 5, 5, 7 epochs over 2 training records at batch 4: ceil(epochs / 2) steps each
     assert [s["steps"] for s in out.read_json("manifest.json")["timings"]["stages"]] == [3, 2, 4, 3, 2, 3, 3, 4]
     results = out.read_json("results.json")

@@ -6,11 +6,13 @@ writing the full grid with UCIT's scorers."""
 
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
+from benchmark_fixtures.common import edit, run_on_fixture
+from benchmark_fixtures.common import read as read_fixture
 from benchmark_fixtures.ucit import CAPTIONS, make_ucit
 
 from lcia.benchmarks import load_benchmark
@@ -27,14 +29,7 @@ def ucit(tmp_path):
     return make_ucit(tmp_path / "UCIT")
 
 
-def read(root, **settings):
-    return load_benchmark("ucit", str(root), settings, None, None, 0)
-
-
-def edit(path: Path, change):
-    records = json.loads(path.read_text())
-    change(records)
-    path.write_text(json.dumps(records, indent=1))
+read = partial(read_fixture, "ucit")
 
 
 def test_every_task_is_read_in_the_scripts_order_with_its_scorer(ucit):
@@ -156,21 +151,10 @@ def test_the_gpu_config_validates_without_a_model():
 
 @pytest.mark.slow
 def test_lcia_run_on_the_fixture_writes_the_full_grid_with_ucits_scorers(tmp_path, tiny_model_dir, monkeypatch):
-    from lcia.cli import main
-    from lcia.pipeline.run_files import RunDir
-
     monkeypatch.setenv("LCIA_HOME", str(tmp_path / "home"))
     root = make_ucit(tmp_path / "UCIT", per_task=2)
-    config = tmp_path / "ucit.yaml"
-    config.write_text(
-        f"stream: ucit\nbenchmark:\n  root: {root}\n  tasks: [VizWiz-caption, ImageNet-R]\n"
-        "  params: {max_new_tokens: 4}\n"
-        f"model:\n  name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path / 'run'}\nmethod:\n  name: seq-lora\n"
-        "training:\n  steps: 2\n  batch_size: 2\ndata:\n  test_size: null\nevaluation:\n  bootstrap: 0\n"
-        "lora:\n  r: 4\nvision:\n  prealign_steps: 0\n"
-    )
-    assert main(["run", str(config), "--quiet"]) == 0
-    out = RunDir(tmp_path / "run")
+    settings = "  tasks: [VizWiz-caption, ImageNet-R]\n  params: {max_new_tokens: 4}\n"
+    out = run_on_fixture(tmp_path, tiny_model_dir, "ucit", root, settings)
     results = out.read_json("results.json")
     assert results["tasks"] == ["ImageNet-R", "VizWiz-caption"]  # the scripts' order
     assert len(results["matrix"]) == 3 and all(len(row) == 2 for row in results["matrix"])

@@ -10,10 +10,9 @@ answers are ``Yes`` / ``No`` or an option letter, which choose model_fin.py's pr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from PIL import Image
+from benchmark_fixtures.common import square_image, write_json
 
 COLORS = [(220, 30, 30), (30, 30, 220), (30, 200, 30)]
 SCI_STATES = "Which states have the highest value?"
@@ -40,23 +39,12 @@ def make_mllm_dcl(root: Path, per_task: int = 3) -> Path:
         for i in range(per_task):
             for split, records in (("train", train), ("test", test)):
                 path = f"images/{split}/{image(i)}"
-                _image(folder / path, COLORS[i % 3])
+                square_image(folder / path, COLORS[i % 3])
                 if split == "train":
                     turns = [{"from": "human", "value": f"<image>\n{question(i)}"}, {"from": "gpt", "value": answer(i)}]
                     records.append({"id": f"{domain}-{i}", "image": path, "conversations": turns})
                 else:
                     records.append({"question_id": i, "image": path, "text": question(i), "answer": answer(i)})
-        _write(folder / "train.json", train)
-        _write(folder / "test.json", test)
+        write_json(folder / "train.json", train)
+        write_json(folder / "test.json", test)
     return root
-
-
-def _image(path: Path, color) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.new("RGB", (16, 16), "white")
-    image.paste(color, (3, 3, 13, 13))
-    image.save(path)
-
-
-def _write(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1), encoding="utf-8")

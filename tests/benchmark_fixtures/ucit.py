@@ -14,10 +14,9 @@ and Flickr30k repeat ids.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from PIL import Image
+from benchmark_fixtures.common import square_image, write_json
 
 COLORS = [(220, 30, 30), (30, 30, 220), (30, 200, 30)]
 SHORT = "Answer the question using a single word or phrase."
@@ -57,16 +56,16 @@ def make_ucit(root: Path, layout: str = "release", per_task: int = 3) -> Path:
         for i in range(per_task):
             train_image = image.format(split="train", i=i, c=i % 3)
             test_image = image.format(split="test" if task != "VizWiz-caption" else "val", i=i, c=i % 3)
-            _image(root / "datasets" / train_image, COLORS[i % 3])
-            _image(root / "datasets" / test_image, COLORS[i % 3])
+            square_image(root / "datasets" / train_image, COLORS[i % 3])
+            square_image(root / "datasets" / test_image, COLORS[i % 3])
             record_id = f"{task}-{i // 2 if repeat else i}"
             turns = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer(i)}]
             train.append({id_field: record_id, "image": train_image, "conversations": turns})
             test.append({"question_id": f"{task}-test-{i}", "image": test_image, "text": question, "answer": answer(i)})
-        _write(folder / (train_name if layout == "release" else "train.json"), train)
-        _write(folder / ("test_3000.json" if layout == "release" else "test.json"), test)
+        write_json(folder / (train_name if layout == "release" else "train.json"), train)
+        write_json(folder / ("test_3000.json" if layout == "release" else "test.json"), test)
         if task in CAPTION_TASKS:
-            _write(folder / "val_coco_type_3000.json", coco_captions(test, task == "VizWiz-caption"))
+            write_json(folder / "val_coco_type_3000.json", coco_captions(test, task == "VizWiz-caption"))
     return root
 
 
@@ -84,14 +83,3 @@ def coco_captions(test: list[dict], categories: bool) -> dict:
         for annotation in annotations:
             annotation["category_id"] = 1
     return data
-
-
-def _image(path: Path, color) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.new("RGB", (16, 16), "white")
-    image.paste(color, (3, 3, 13, 13))
-    image.save(path)
-
-
-def _write(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
