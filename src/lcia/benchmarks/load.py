@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from lcia.benchmarks.base import BENCHMARKS, Benchmark, BenchmarkParams
-from lcia.data.schema import Example
-from lcia.data.tasks import Task
+from lcia.data.tasks import Task, sample_in_order
 from lcia.errors import input_error
 from lcia.yamlfile import NestedError
 
@@ -45,13 +43,6 @@ def check_settings(
         raise NestedError(first["msg"], ("params", *first["loc"])) from None
 
 
-def sample(examples: list[Example], cap: int | None, seed: str) -> list[Example]:
-    """At most ``cap`` of ``examples``, a seeded sample kept in the files' order (all when ``cap`` is None)."""
-    if cap is None or cap >= len(examples):
-        return examples
-    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), cap))]
-
-
 def load_benchmark(
     name: str,
     root: str,
@@ -76,7 +67,8 @@ def load_benchmark(
             continue
         found = reader.read_task(task_name)
         seed = f"{split_seed}/{task_name}"
-        train, test = sample(found.train, train_size, seed + "/train"), sample(found.test, test_size, seed + "/test")
+        train = sample_in_order(found.train, train_size, seed + "/train")
+        test = sample_in_order(found.test, test_size, seed + "/test")
         if not train or not test:
             empty = "train" if not train else "test"
             raise input_error(f"task {task_name!r} has no {empty} examples", file=folder, field="benchmark")

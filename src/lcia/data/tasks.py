@@ -34,6 +34,13 @@ def _label(example: Example) -> str:
     return example.output.strip().lower().rstrip(".")
 
 
+def sample_in_order(items: list, cap: int | None, seed: int | str) -> list:
+    """At most ``cap`` of ``items``, a sample seeded by ``seed`` kept in their order (all when ``cap`` is None)."""
+    if cap is None or cap >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), cap))]
+
+
 def split_examples(
     examples: list[Example], test_size: int, train_size: int | None, seed: str, balance: bool = False
 ) -> tuple[list[Example], list[Example]]:

@@ -31,7 +31,6 @@ on the device while they run, and a few d_in x d_in SVDs per layer. Nothing rout
 from __future__ import annotations
 
 import math
-import random
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from pydantic import Field, PositiveInt, confloat
 from transformers import PreTrainedModel
 
 from lcia.core.files import read_json
+from lcia.data.tasks import sample_in_order
 from lcia.errors import LciaError
 from lcia.methods.base import Capabilities, Method, MethodParams, TrainContext, register
 from lcia.models.forward import answer_forward
@@ -209,10 +209,7 @@ class InfLoRA(Method):
     def _examples(self, ctx: TrainContext) -> list:
         """The stage's training examples, or a sample of them seeded by the stage (in their order)."""
         examples = [example for task in ctx.tasks for example in task.train]
-        cap = self.params.samples
-        if cap is None or cap >= len(examples):
-            return examples
-        return [examples[i] for i in sorted(random.Random(ctx.stage).sample(range(len(examples)), cap))]
+        return sample_in_order(examples, self.params.samples, ctx.stage)
 
     def _covariances(self, ctx: TrainContext, model: PeftModel, layers: dict) -> dict[str, torch.Tensor]:
         """Each layer's mean x x^T over the real tokens of the stage's examples (float64, CPU)."""
