@@ -39,7 +39,7 @@ from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import load_adapters, lora_config
 from lcia.models.prealign import load_prealigned, prealign
 from lcia.models.vision import ENCODER, EncoderFeatures, image_slots, load_vision_language_model, lora_targets
-from lcia.pipeline.run_files import RunDir
+from lcia.pipeline.run_files import RunDir, metrics_file
 from lcia.training.loop import Learner
 
 
@@ -252,7 +252,8 @@ def evaluate_saved(run_dir: str, stage: int | None = None, stream: str | None = 
     eval_dir = RunDir(Path(run_dir) / "eval")
     eval_dir.path.mkdir(exist_ok=True)
     name = f"stage-{stage or 0}"
-    (eval_dir.path / f"{name}.predictions.jsonl").unlink(missing_ok=True)
+    for stale in (f"{name}.predictions.jsonl", metrics_file(f"{name}.predictions.jsonl")):  # a second eval rewrites
+        (eval_dir.path / stale).unlink(missing_ok=True)
 
     def keep(cell: Cell, task: Task) -> None:
         eval_dir.append_cell(cell, task, f"{name}.predictions.jsonl")
