@@ -41,6 +41,12 @@ def test_sweep_runs_every_combination_keeps_finished_runs_and_reports(tiny_confi
     capsys.readouterr()
     assert main(argv) == 0  # run again: every run is finished and kept, the report rewritten
     assert capsys.readouterr().out.count("finished, kept") == 4
+    saved = out / runs[0] / "config.yaml"  # written by an lcia before training.warmup_ratio existed
+    record = yaml.safe_load(saved.read_text())
+    del record["training"]["warmup_ratio"]
+    saved.write_text(yaml.safe_dump(record))
+    assert main(argv) == 0  # a field added since, at its default, is the same config: the study continues
+    assert capsys.readouterr().out.count("finished, kept") == 4
     changed = [*argv[:2], "--set", "training.steps=5", *argv[2:]]
     assert main(changed) == 2  # the same folders with another config are refused, not mixed
     assert "holds a run with another config" in capsys.readouterr().err

@@ -39,13 +39,17 @@ def _finished(path: Path) -> bool:
     return results.exists() and "metrics" in RunDir(path).read_json("results.json")
 
 
+def _saved_config(path: Path) -> dict:
+    """A run's config as this version reads it: a field added since (with its default) is no difference, so a
+    study continues on a newer lcia, on this machine or another."""
+    return RunConfig.model_validate(yaml.safe_load((path / "config.yaml").read_text())).model_dump(mode="json")
+
+
 def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
     """Run every config to the end: a finished run is kept, a stopped one resumed, another config's refused."""
     for i, cfg in enumerate(configs, start=1):
         path = Path(cfg.run_dir())
-        if (path / "config.yaml").exists() and yaml.safe_load((path / "config.yaml").read_text()) != cfg.model_dump(
-            mode="json"
-        ):
+        if (path / "config.yaml").exists() and _saved_config(path) != cfg.model_dump(mode="json"):
             raise input_error("holds a run with another config: choose another --out", file=path)
         if _finished(path):
             log(f"[{i}/{len(configs)}] {path}: finished, kept")
