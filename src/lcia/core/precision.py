@@ -17,6 +17,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from lcia.core.distributed import without_accelerate_fsdp
+
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
@@ -48,7 +50,8 @@ def accelerator_for(precision: str) -> Accelerator:
     mixed = "bf16" if precision == "bf16" else "no"
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    with without_accelerate_fsdp():  # lcia shards the base itself (lcia.core.distributed)
+        return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
 @contextmanager

@@ -55,6 +55,7 @@ class Capabilities:
 
     trains: bool = True  # False: the model is never updated (the runner repeats row 0)
     ddp: bool = True  # correct under data parallelism (else the runner refuses several processes)
+    not_sharded: str = ""  # why it cannot train on an FSDP2-sharded base (empty: it can)
     needs_old_data: bool = False  # trains on examples of earlier tasks (else the loop refuses them)
     lora_variants: frozenset[str] = frozenset({"lora", "dora", "rslora"})  # lora.variant values it works with
 

@@ -85,7 +85,9 @@ class Session:
         """The base model with the method's adapters, in ``precision``, ready to evaluate row 0 and train."""
         self.precision, self.accelerator = precision, accelerator_for(precision)
         self.device = self.accelerator.device
+        shard = distributed.fsdp_version() == 2 and distributed.is_distributed()
         self.model, self.images = self._base_model()
+        base = set(self.model.parameters())
         lora = self.cfg.lora
         targets, whole = lora.target_modules, None
         if self.images is not None:
@@ -93,6 +95,9 @@ class Session:
             targets, whole = lora_targets(self.model, lora.target_modules)
         config = lora_config(lora.r, lora.alpha, lora.dropout, targets, whole, lora.variant)
         self.model = self.method.setup(self.model, config).to(self.device)
+        if shard:  # the base's frozen weights; the adapters, and any added later, stay whole
+            frozen = {p for p in self.model.parameters() if p in base and not p.requires_grad}
+            distributed.shard_frozen_weights(self.model, frozen, self.device)
         set_attention(self.model, precision, self.device)  # after the pre-alignment, which is fp32 and cached
         self.model.eval()
         self.method.bind(self.model, self.inputs)
@@ -144,8 +149,8 @@ class Session:
     ) -> list[float]:
         """Each task's test set answered (each instance by the adapter the method routes it to) and scored."""
         scores = []
-        # bf16 weight copies made once for the row, not per task (generate_answers nests)
-        with inference_autocast(self.model, self.precision, self.device):
+        # bf16 weight copies made once for the row, not per task (generate_answers nests); a sharded base gathered
+        with distributed.whole_weights(self.model), inference_autocast(self.model, self.precision, self.device):
             for task in tasks:
                 if distributed.any_rank(should_stop()):
                     raise Interrupted(f"stopped while evaluating row {row}; it is redone on resume")

@@ -119,7 +119,7 @@ class StreamRun:
         self.out, self.checkpoints = RunDir(cfg.run_dir()), Checkpoints(Path(cfg.run_dir()))
         self.tasks = run_tasks(cfg)
         method = build_method(cfg.method.name, cfg.method.params)
-        distributed.refuse_unsupported(state, method)
+        distributed.refuse_unsupported(state, method, quantized=cfg.model.quantization != "none")
         images = uses_images(ex for t in self.tasks for ex in t.train)
         self.session = Session.open(cfg, method, images=images)
         self.stages = method.stages(self.tasks)
@@ -164,6 +164,8 @@ class StreamRun:
             torch.set_num_threads(self.cfg.threads)
         set_seed(self.cfg.seed)
         self.session.load_for_training(self.record["precision"], self.progress)  # the precision it started in
+        if distributed.is_sharded(self.session.model):
+            self.record["distributed"]["sharded_weights"] = round(distributed.sharded_share(self.session.model), 4)
         if self.session.vision is not None:
             self.record.setdefault("vision", self.session.vision)
         if resume:  # rank 0 found it (setting damaged checkpoints aside) before the barrier
@@ -197,6 +199,8 @@ class StreamRun:
             record["timings"] = {"stages": [], "rows": []}
             state = distributed.process_state()
             record["distributed"] = {"processes": state.num_processes, "type": state.distributed_type.value}
+            if distributed.fsdp_version() == 2 and state.num_processes > 1:
+                record["distributed"]["sharding"] = "FSDP2 (the base's frozen weights)"
         # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
         record.setdefault("precision", resolve_precision(self.cfg.training.precision))
         out.write_json("manifest.json", record)

@@ -20,7 +20,8 @@ Features and their trade-offs:
   ``training.batch_size`` and trains on its share in a DDP wrapper built for the stage, its loss
   weighed by its share of the batch's answer tokens, so the averaged gradient is the one-process
   gradient of the whole batch. One scalar all-reduce per micro-batch gives every rank the batch's loss
-  (and the same NaN decision); one per step agrees on a stop.
+  (and the same NaN decision); one per step agrees on a stop. On an FSDP2-sharded base the trainable tensors
+  are whole on each rank and their gradients are averaged by one all-reduce per step instead of DDP.
 * Seeded: the batch order and LoRA dropout depend only on (seed, stage), so runs repeat exactly.
 * Checkpoints every ``training.checkpoint_every`` steps and on SIGINT/SIGTERM (``StageEvents.save``); a
   resumed stage (``Resume``: its caller restored the weights and method state) skips the batches already
@@ -161,7 +162,7 @@ def train_stage(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = _optimizer(params, cfg, stage.steps, accelerator, resume)
     ctx.optimizer = optimizer
-    micro = _MicroBatches(learner, stage, cfg, distributed.ddp_wrapper(model, accelerator))  # after before_task
+    micro = _MicroBatches(learner, stage, cfg, params, distributed.ddp_wrapper(model, accelerator))  # after before_task
     start, skipped = (resume.step, resume.skipped) if resume else (0, 0)
 
     def save(step: int) -> None:
@@ -232,8 +233,9 @@ class _MicroBatches:
     """The forward and backward passes of one optimizer step: ``grad_accum`` micro-batches, each the global
     batch's share of this process, its loss weighed so that the averaged gradient is the whole batch's."""
 
-    def __init__(self, learner: Learner, stage: Stage, cfg: TrainingConfig, ddp):
-        self.learner, self.features, self.cfg, self.ddp = learner, stage.features, cfg, ddp
+    def __init__(self, learner: Learner, stage: Stage, cfg: TrainingConfig, params: list, ddp):
+        self.learner, self.features, self.cfg, self.params, self.ddp = learner, stage.features, cfg, params, ddp
+        self.sharded = distributed.is_sharded(learner.model)  # whole trainable tensors: averaged by the loop
         self.world = distributed.world_size()
         self.answers = [answer_tokens(f) for f in self.features] if self.world > 1 else []  # counted once
         self.tokens = 0
@@ -260,6 +262,8 @@ class _MicroBatches:
                     learner.accelerator.backward(loss / cfg.grad_accum)
             loss_sum += batch_loss.item() / cfg.grad_accum
             self.tokens += sum(len(self.features[i].input_ids) for i in indices)
+        if self.sharded and finite:
+            distributed.average_gradients(self.params)
         return loss_sum, finite
 
     def _batch(self, indices: list[int]) -> tuple[dict, float]:
