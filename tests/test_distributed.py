@@ -129,6 +129,7 @@ def test_two_processes_give_the_one_process_run_on_images(tiny_model_dir, tmp_pa
         "evaluation: {bootstrap: 0, batch_size: 2}\n"
         "lora: {r: 4}\n"
         "vision: {prealign_steps: 2, prealign_batch_size: 4}\n"
+        "threads: 1\n"  # both runs on one thread, however pytest runs (other thread counts sum in other orders)
     )
     config = tmp_path / "run.yaml"
     reference = one_process(config, [], tmp_path / "one")
