@@ -3,7 +3,7 @@
 Same config, same global batch: the 2-process run splits each batch over the ranks and the evaluation
 over the test sets. What may differ is float summation order (gradients averaged across ranks,
 padding to another width), so weights and losses are compared within a tolerance and the matrix and
-every prediction exactly (tests/multiprocess.py). Every case runs in one launch, one after another, so the
+every prediction exactly (tests/two_processes.py). Every case runs in one launch, one after another, so the
 processes start once. A run stopped by SIGTERM (a preemption) resumes to the same results.
 """
 
@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import builtin_methods
-from multiprocess import COMPARED_STAGES, TOLERANCE, assert_same_run, launch, launch_runs, one_process, two_task_config
+from two_processes import COMPARED_STAGES, TOLERANCE, assert_same_run, launch, launch_runs, one_process, two_task_config
 
 from lcia.methods import METHODS
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import builtin_methods
-from multiprocess import assert_same_run, launch, launch_runs, one_process, two_task_config
+from two_processes import assert_same_run, launch, launch_runs, one_process, two_task_config
 
 from lcia.config import load_config
 from lcia.errors import LciaError
