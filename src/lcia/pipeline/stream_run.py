@@ -165,7 +165,8 @@ class StreamRun:
         set_seed(self.cfg.seed)
         self.session.load_for_training(self.record["precision"], self.progress)  # the precision it started in
         if distributed.is_sharded(self.session.model):
-            self.record["distributed"]["sharded_weights"] = round(distributed.sharded_share(self.session.model), 4)
+            share = round(distributed.sharded_share(self.session.model), 4)
+            self.record["distributed"] |= {"sharding": "FSDP2 (the base's frozen weights)", "sharded_weights": share}
         if self.session.vision is not None:
             self.record.setdefault("vision", self.session.vision)
         if resume:  # rank 0 found it (setting damaged checkpoints aside) before the barrier
@@ -199,8 +200,6 @@ class StreamRun:
             record["timings"] = {"stages": [], "rows": []}
             state = distributed.process_state()
             record["distributed"] = {"processes": state.num_processes, "type": state.distributed_type.value}
-            if distributed.fsdp_version() == 2 and state.num_processes > 1:
-                record["distributed"]["sharding"] = "FSDP2 (the base's frozen weights)"
         # A resumed run keeps the precision it started in, whatever `auto` would pick on this machine.
         record.setdefault("precision", resolve_precision(self.cfg.training.precision))
         out.write_json("manifest.json", record)
