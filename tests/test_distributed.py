@@ -10,15 +10,21 @@ processes start once. A run stopped by SIGTERM (a preemption) resumes to the sam
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 
 import pytest
-from conftest import builtin_methods
-from two_processes import COMPARED_STAGES, TOLERANCE, assert_same_run, launch, launch_runs, one_process, two_task_config
-
-from lcia.methods import METHODS
+from two_processes import (
+    COMPARED_STAGES,
+    TOLERANCE,
+    assert_each,
+    assert_same_run,
+    launch,
+    launch_runs,
+    method_cases,
+    one_process,
+    stop_with_sigterm,
+    two_task_config,
+)
 
 pytestmark = pytest.mark.slow  # every method trained in 2 processes and in 1 (about 4 minutes); run in CI
 
@@ -29,13 +35,10 @@ def config_file(tiny_model_dir, tmp_path):
 
 
 CASES = {  # test id: config overrides
-    # Every built-in method that trains and declares DDP support (a new method file joins here). Their
-    # DDP paths differ: new adapters per stage (grouping, lcia, olora), a teacher forward (lwf), routers
-    # (moelora), the EMA, gradient pulls (ewc, l2), a buffer (replay), one joint stage (multitask).
-    **{name: [f"method.name={name}"] for name in builtin_methods(trains=True) if METHODS[name].capabilities.ddp},
-    # reglora's official lam 2500 on an L1 term: key entries oscillate around 0 and flip sign on float-order
-    # differences (measured: loss rel 5e-3, weights 3e-2 in stage 2); with lam 1 the runs agree within tolerance
-    "reglora": ["method.name=reglora", "method.params.lam=1"],
+    # Every built-in method that trains and declares DDP support. Their DDP paths differ: new adapters per stage
+    # (grouping, lcia, olora), a teacher forward (lwf), routers (moelora), the EMA, gradient pulls (ewc, l2), a
+    # buffer (replay), one joint stage (multitask).
+    **method_cases(lambda capabilities: capabilities.ddp),
     # 17 training examples in batches of 2: each epoch ends on a batch of 1, which leaves rank 1
     # without an example (it trains on one with weight 0); accumulation skips the all-reduce between.
     "seq-lora-uneven-batches": ["method.name=seq-lora", "training.batch_size=2", "training.grad_accum=2"],
@@ -46,16 +49,11 @@ CASES = {  # test id: config overrides
 def test_every_case_in_two_processes_gives_the_one_process_run(config_file, tmp_path):
     done = launch_runs(config_file, CASES, tmp_path / "two")
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
-    failed = {}
-    for case, overrides in CASES.items():
-        try:
-            _assert_case(case, tmp_path / "two" / case, one_process(config_file, overrides, tmp_path / "one" / case))
-        except AssertionError as err:
-            failed[case] = str(err)[:500]
-    assert not failed, failed
+    assert_each(CASES, lambda case: _assert_case(case, config_file, tmp_path))
 
 
-def _assert_case(case: str, ours, reference) -> None:
+def _assert_case(case: str, config_file, tmp_path) -> None:
+    ours, reference = tmp_path / "two" / case, one_process(config_file, CASES[case], tmp_path / "one" / case)
     kind = "nf4" if "nf4" in case else "drifts" if case == "seq-lora-uneven-batches" else "fp32"
     tolerance, stages = TOLERANCE[kind], COMPARED_STAGES[kind]
     assert_same_run(ours, reference, tolerance, stages)
@@ -76,19 +74,7 @@ def _assert_case(case: str, ours, reference) -> None:
 def test_a_preempted_two_process_run_resumes_to_the_same_results(config_file, tmp_path):
     reference = one_process(config_file, ["method.name=dema"], tmp_path / "one")
     out = tmp_path / "two"
-    launcher = subprocess.Popen(
-        launch(str(config_file), "--set", "method.name=dema", "--set", f"output_dir={out}"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = out / "train_log.jsonl"
-    while not (log.exists() and log.read_text().count("\n") >= 3) and launcher.poll() is None:
-        time.sleep(0.01)
-    launcher.send_signal(signal.SIGTERM)  # the launcher passes it to both ranks, as a scheduler's preemption
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode != 0, "the run ended before the signal"
-    assert "checkpoint saved" in stderr or "redone on resume" in stderr, stderr[-3000:]
+    stop_with_sigterm(launch(str(config_file), "--set", "method.name=dema", "--set", f"output_dir={out}"), out, 3)
     stopped_at = json.loads((out / "results.json").read_text())["matrix"] if (out / "results.json").exists() else []
     assert len(stopped_at) < 3
 

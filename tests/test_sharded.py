@@ -8,34 +8,26 @@ tolerances are the DDP test's (tests/test_distributed.py). All methods run in on
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
-from conftest import builtin_methods
-from two_processes import assert_same_run, launch, launch_runs, one_process, two_task_config
+from two_processes import (
+    assert_each,
+    assert_same_run,
+    launch,
+    launch_runs,
+    method_cases,
+    one_process,
+    stop_with_sigterm,
+    two_task_config,
+)
 
 from lcia.config import load_config
 from lcia.errors import LciaError
-from lcia.methods import METHODS
 from lcia.pipeline import stream_run as runner
 
 pytestmark = pytest.mark.slow  # every method trained in 2 processes and in 1 (about 4 minutes); run in CI
 
-
-def _sharded(name: str) -> bool:
-    return not METHODS[name].capabilities.not_sharded
-
-
-SHARDED = {  # run name: config overrides; every built-in method that trains and does not refuse a sharded base
-    **{
-        name: [f"method.name={name}"]
-        for name in builtin_methods(trains=True)
-        if not METHODS[name].capabilities.not_sharded
-    },
-    "reglora": ["method.name=reglora", "method.params.lam=1"],  # as in the DDP test (lam 2500 flips signs)
-}
+SHARDED = method_cases(lambda capabilities: not capabilities.not_sharded)  # run name: config overrides
 
 
 @pytest.fixture
@@ -46,17 +38,15 @@ def config_file(tiny_model_dir, tmp_path):
 def test_every_method_on_a_sharded_base_gives_the_one_process_run(config_file, tmp_path):
     done = launch_runs(config_file, SHARDED, tmp_path / "two", sharded=True)
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
-    failed = {}
-    for name, overrides in SHARDED.items():
-        reference = one_process(config_file, overrides, tmp_path / "one" / name)
-        try:
-            assert_same_run(tmp_path / "two" / name, reference)
-            manifest = json.loads((tmp_path / "two" / name / "manifest.json").read_text())
-            assert manifest["distributed"]["sharding"].startswith("FSDP2"), manifest["distributed"]
-            assert manifest["distributed"]["sharded_weights"] > 0.9  # all but the adapters
-        except AssertionError as err:
-            failed[name] = str(err)[:300]
-    assert not failed, failed
+    assert_each(SHARDED, lambda name: _assert_sharded(name, config_file, tmp_path))
+
+
+def _assert_sharded(name: str, config_file, tmp_path) -> None:
+    ours = tmp_path / "two" / name
+    assert_same_run(ours, one_process(config_file, SHARDED[name], tmp_path / "one" / name))
+    manifest = json.loads((ours / "manifest.json").read_text())
+    assert manifest["distributed"]["sharding"].startswith("FSDP2"), manifest["distributed"]
+    assert manifest["distributed"]["sharded_weights"] > 0.9  # all but the adapters
 
 
 def test_a_sharded_run_stopped_resumes_on_one_process(config_file, tmp_path):
@@ -65,14 +55,7 @@ def test_a_sharded_run_stopped_resumes_on_one_process(config_file, tmp_path):
     reference = one_process(config_file, overrides, tmp_path / "one")
     out = tmp_path / "two"
     args = [str(config_file), *(f"--set={o}" for o in overrides), f"--set=output_dir={out}"]
-    launcher = subprocess.Popen(launch(*args, sharded=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = out / "train_log.jsonl"
-    while not (log.exists() and log.read_text().count("\n") >= 23) and launcher.poll() is None:
-        time.sleep(0.01)  # into stage 2, past its first checkpoint: the second group's adapter exists
-    launcher.send_signal(signal.SIGTERM)
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode != 0, "the run ended before the signal"
-    assert "checkpoint saved" in stderr or "redone on resume" in stderr, stderr[-3000:]
+    stop_with_sigterm(launch(*args, sharded=True), out, 23)  # in stage 2, after its first checkpoint: group 2 exists
     cfg = load_config(str(out / "config.yaml"), [])
     runner.run(cfg, resume=True, progress=False, log=lambda *_: None)
     assert_same_run(out, reference)
