@@ -169,7 +169,7 @@ class DynamicEma:
         sums = torch.stack([torch.stack(torch._foreach_norm(row, 1)) for row in rows]).double()
         sums = _all_reduce_sums(sums, [params[k] for k in names])
         if s.norm == "mean":
-            sums = sums / torch.tensor([params[k].numel() for k in names], dtype=torch.float64)
+            sums = sums / torch.tensor([params[k].numel() for k in names], dtype=torch.float64, device=sums.device)
         g, dist, dgrad = sums[0], sums[1], sums[2]
         c = s.multiplier * ((1 if s.stability == "one" else g) + g) / (dist * dgrad)
         if s.form == "paper":

@@ -77,9 +77,9 @@ def save_state(folder: Path, name: str, state: Any) -> None:
     (folder / f"{name}.json").write_text(json.dumps(skeleton), encoding="utf-8")
 
 
-def load_state(folder: Path, name: str) -> Any:
+def load_state(folder: Path, name: str, device: torch.device | str = "cpu") -> Any:
     skeleton = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-    return _unpack(skeleton, load_file(str(folder / f"{name}.safetensors")))
+    return _unpack(skeleton, load_file(str(folder / f"{name}.safetensors"), device=str(device)))
 
 
 def _generators() -> dict[str, torch.Tensor]:
@@ -186,7 +186,8 @@ class Checkpoints:
         checkpoint inside a stage, return what the training loop needs to continue it."""
         folder = Path(progress["folder"])
         refuse_pickles(folder)
-        method.load_state_dict(load_state(folder, "method"))
+        # on the model's device, where an uninterrupted run keeps it (an EMA, a Fisher, a subspace's basis)
+        method.load_state_dict(load_state(folder, "method", next(model.parameters()).device))
         method.restore_model(model)
         weights = load_file(str(folder / "weights.safetensors"))
         missing = set(adapter_weights(model)) - set(weights)
