@@ -39,7 +39,7 @@ from lcia.pipeline.checkpoints import Checkpoints
 from lcia.pipeline.run_files import RunDir
 from lcia.pipeline.session import Session, run_tasks, saved_session
 from lcia.reporting.loggers import RunLoggers
-from lcia.reporting.manifest import manifest
+from lcia.reporting.manifest import git_commit, hardware, manifest
 from lcia.training.loop import Stage, StageEvents, check_examples, train_stage
 
 
@@ -193,6 +193,9 @@ class StreamRun:
             out.keep_train_log(latest)
             done = f"checkpoint at stage {latest['stage']} step {latest['step']}" if latest else "no checkpoint"
             self.log(f"resuming {out.path}: {rows} rows done, {done}")
+            # where each part ran: a study continued on another machine, a run moved from a CPU to a GPU
+            where = {"rows_done": rows, "checkpoint": latest and {k: latest[k] for k in ("stage", "step")}}
+            record.setdefault("resumed", []).append(where | {"hardware": hardware(), "git_commit": git_commit()})
         else:
             out.create(overwrite)
             out.write_config(self.cfg.model_dump(mode="json"))
@@ -268,7 +271,11 @@ class StreamRun:
             events.emit = lambda name, record: self.out.append(f"{name}.jsonl", [record])
         steps = self.cfg.training.stage_steps(tasks)
         inputs = Stage(stage, tasks, features, steps)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         stats = train_stage(session.learner, inputs, self.cfg.training, self.cfg.seed, resume=resume, events=events)
+        if torch.cuda.is_available():  # what a stage needs on this GPU (memory per task on the cluster page)
+            stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         self.log(
             f"stage {stage} ({'+'.join(t.name for t in tasks)}): {stats['steps'] - stats['resumed_at_step']} steps "
             f"in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f}"
