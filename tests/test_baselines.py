@@ -255,7 +255,11 @@ def test_resumed_inside_stage_2_ends_as_an_uninterrupted_run(tiny_config, tmp_pa
     cfg = tiny_config.model_copy(update={"output_dir": str(tmp_path / "run")})
     resumed = stop_and_resume(cfg, 4 + 2, "stopped at stage 2, step 2")
     out, ref = RunDir(resumed.run_dir), RunDir(reference.run_dir)
-    assert [s["resumed_at_step"] for s in out.read_json("manifest.json")["timings"]["stages"]] == [0, 2]
+    manifest = out.read_json("manifest.json")
+    assert [s["resumed_at_step"] for s in manifest["timings"]["stages"]] == [0, 2]
+    (where,) = manifest["resumed"]  # where the resumed part ran, beside where the run started
+    assert where["rows_done"] == 2 and where["checkpoint"] == {"stage": 2, "step": 2}
+    assert where["hardware"] == manifest["hardware"] and "resumed" not in ref.read_json("manifest.json")
     assert resumed.matrix == reference.matrix
     assert out.read_jsonl("train_log.jsonl") == ref.read_jsonl("train_log.jsonl")
     assert out.read_json("results.json")["method"] == ref.read_json("results.json")["method"]
