@@ -95,6 +95,8 @@ class Session:
             targets, whole = lora_targets(self.model, lora.target_modules)
         config = lora_config(lora.r, lora.alpha, lora.dropout, targets, whole, lora.variant)
         self.model = self.method.setup(self.model, config).to(self.device)
+        if self.cfg.training.gradient_checkpointing:  # non-reentrant: LoRA needs no gradient at the inputs
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if shard:  # the base's frozen weights; the adapters, and any added later, stay whole
             frozen = {p for p in self.model.parameters() if p in base and not p.requires_grad}
             distributed.shard_frozen_weights(self.model, frozen, self.device)
