@@ -28,6 +28,9 @@ from lcia.pipeline import stream_run as runner
 pytestmark = pytest.mark.slow  # every method trained in 2 processes and in 1 (about 4 minutes); run in CI
 
 SHARDED = method_cases(lambda capabilities: not capabilities.not_sharded)  # run name: config overrides
+# activation checkpointing inside FSDP2's units: transformers checkpoints a layer's forward, inside the unit's
+# hooks, so the recomputation runs on the weights that the unit's backward pass has gathered
+SHARDED["seq-lora-recomputed"] = ["method.name=seq-lora", "training.gradient_checkpointing=true"]
 
 
 @pytest.fixture
