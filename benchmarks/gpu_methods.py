@@ -3,10 +3,11 @@
 A check of the device path, for a machine with CUDA (none is needed anywhere else in lcia; without one it
 runs in fp32 on the CPU, a smoke test of the script): each method
 trains a randomly initialised Llama (no download, no tokenizer) for two stages with Accelerate's bf16
-autocast, so state kept on the host, a tensor on the wrong device or a dtype mismatch fails here. After
-stage 2 the method's state and the trainable tensors go through a checkpoint (safetensors) into a fresh
-model and method, which must give the same loss on a batch. Prints and writes each method's median step
-time and its ratio to ``seq-lora``.
+autocast, so state kept on the host, a tensor on the wrong device or a dtype mismatch fails here. Halfway
+through stage 2 the method's state, the trainable tensors, the optimizer and the random state go into a
+checkpoint (safetensors); a fresh model and method restored from it on the device finish stage 2, which must
+give the uninterrupted model's loss on a batch (a method state left on the CPU by the checkpoint fails here).
+Prints and writes each method's median step time, its ratio to ``seq-lora``, and its peak GPU memory.
 
     python benchmarks/gpu_methods.py --out benchmarks/results/gpu_methods.json
     python benchmarks/gpu_methods.py --quantization nf4 --out benchmarks/results/gpu_methods_nf4.json
@@ -18,28 +19,28 @@ import argparse
 import statistics
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from harness import write_results
+from harness import NoTokenizer, random_features, write_results
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lcia.compare import parse_method, split_methods
 from lcia.config import TrainingConfig
-from lcia.data.prompts import IGNORE_INDEX, Encoded
+from lcia.data.prompts import Encoded
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
-from lcia.methods import build_method
+from lcia.methods import METHODS, build_method
 from lcia.models.forward import answer_forward, collate
 from lcia.models.loading import load_base_model
 from lcia.models.lora import lora_config
 from lcia.pipeline.checkpoints import Checkpoints
 from lcia.training.loop import Learner, Stage, StageEvents, train_stage
 
-
-class Pad:
-    pad_token_id = 0
+# every method that trains, and dema with per-element-mean norms (the scaled preset's other code path)
+TRAINING_METHODS = [name for name, method in METHODS.items() if method.capabilities.trains] + ["dema:preset=scaled"]
 
 
 def model_of(args, device) -> LlamaForCausalLM:
@@ -62,19 +63,21 @@ def model_of(args, device) -> LlamaForCausalLM:
         return load_base_model(folder, "float32", args.quantization, device)
 
 
+def batch_loss(model, accelerator, features: list[Encoded]) -> float:
+    batch = {k: v.to(accelerator.device) for k, v in collate(features, 0).items()}
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        return float(answer_forward(model, batch).loss)
+
+
 def task_data(name: str, stage: int, n: int, length: int, vocab: int) -> tuple[Task, list[Encoded]]:
-    generator = torch.Generator().manual_seed(stage)
-    features = []
-    for _ in range(n):
-        ids = torch.randint(1, vocab, (length,), generator=generator).tolist()
-        features.append(Encoded(ids, [IGNORE_INDEX] * (length - 4) + ids[-4:], False))
     examples = [Example(f"Task {name}.", str(i), "x") for i in range(n)]  # replay keeps these
-    return Task(name, examples, []), features
+    return Task(name, examples, []), random_features(n, length, 4, vocab, seed=stage)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="seq-lora,ewc,lwf,replay,olora,moelora,dema,lcia")
+    parser.add_argument("--methods", default=",".join(TRAINING_METHODS), help="default: every method that trains")
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000)
@@ -89,37 +92,52 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else lambda: None
     accelerator = Accelerator(mixed_precision="bf16" if cuda and args.precision == "bf16" else "no")
     lora = lora_config(16, 32, 0.0, ["q_proj", "v_proj"])
-    cfg = TrainingConfig(batch_size=args.batch, lr=1e-3, checkpoint_every=0)
+    cfg = TrainingConfig(batch_size=args.batch, lr=1e-3, checkpoint_every=args.steps // 2)
     stages = [task_data(name, k, 256, args.length, args.vocab) for k, name in enumerate(("a", "b"), start=1)]
+    # what a method encodes itself (gem's memory, mrlora's router set): a task example's random features; an
+    # example the method wrote (mrlora's router prompts) gets random ids seeded by its text
+    by_example = {(ex.instruction, ex.input): f for task, features in stages for ex, f in zip(task.train, features)}
+
+    def encoded(example: Example) -> Encoded:
+        seed = zlib.crc32(f"{example.instruction}{example.input}{example.output}".encode())
+        return (
+            by_example.get((example.instruction, example.input))
+            or random_features(1, args.length, 4, args.vocab, seed)[0]
+        )
+
     results = {}
     for spec in split_methods(args.methods):
         method = build_method(*parse_method(spec))
         model = method.setup(model_of(args, accelerator.device), lora).to(accelerator.device)
         ticks: list[float] = []
-        for stage, (task, features) in enumerate(stages, start=1):
-            added = method.train_examples([task])[len(task.train) :]  # replay: its buffer, as more random rows
-            stage_features = features + [features[i % len(features)] for i in range(len(added))]
-            sync()
-            events = StageEvents(on_step=lambda record: (sync(), ticks.append(time.perf_counter())), progress=False)
-            learner = Learner(model, Pad(), method, accelerator)
-            train_stage(learner, Stage(stage, [task], stage_features, args.steps), cfg, 0, events=events)
-        batch = {k: v.to(accelerator.device) for k, v in collate(stages[1][1][:8], 0).items()}
-        with torch.no_grad(), accelerator.autocast():
-            loss = float(answer_forward(model, batch).loss)
-        with tempfile.TemporaryDirectory() as folder:  # a checkpoint into a fresh model and method
+        with tempfile.TemporaryDirectory() as folder:
             checkpoints = Checkpoints(Path(folder))
-            checkpoints.save({"stage": 2, "step": args.steps, "steps": args.steps, "skipped_steps": 0}, model, method)
+            for stage, (task, features) in enumerate(stages, start=1):
+                added = method.train_examples([task])[len(task.train) :]  # replay: its buffer, as more random rows
+                stage_features = features + [features[i % len(features)] for i in range(len(added))]
+                sync()
+                events = StageEvents(on_step=lambda record: (sync(), ticks.append(time.perf_counter())), progress=False)
+                if stage == 2:  # a checkpoint halfway
+                    events.save = lambda progress, opt, sched, model=model: checkpoints.save(
+                        progress, model, method, opt, sched
+                    )
+                learner = Learner(model, NoTokenizer(), method, accelerator, encode=encoded)
+                train_stage(learner, Stage(stage, [task], stage_features, args.steps), cfg, 0, events=events)
+            loss = batch_loss(model, accelerator, stages[1][1][:8])
+            # a fresh model and method resume stage 2 from its checkpoint on this device and finish it
             fresh_method = build_method(*parse_method(spec))
             fresh = fresh_method.setup(model_of(args, accelerator.device), lora).to(accelerator.device)
-            checkpoints.restore(checkpoints.latest(), fresh, fresh_method)
-            fresh.eval()
-            with torch.no_grad(), accelerator.autocast():
-                restored = float(answer_forward(fresh, batch).loss)
+            resume = checkpoints.restore(checkpoints.latest(), fresh, fresh_method)
+            learner = Learner(fresh, NoTokenizer(), fresh_method, accelerator, encode=encoded)
+            stage2 = Stage(2, [stages[1][0]], stage_features, args.steps)
+            train_stage(learner, stage2, cfg, 0, resume=resume, events=StageEvents(progress=False))
+            resumed = batch_loss(fresh, accelerator, stages[1][1][:8])
         steps = [b - a for a, b in zip(ticks[args.steps + 1 :], ticks[args.steps + 2 :])]  # stage 2, first dropped
         results[spec] = {
             "stage2_median_step_seconds": round(statistics.median(steps), 5),
             "loss": round(loss, 5),
-            "loss_after_checkpoint_round_trip": round(restored, 5),
+            "loss_after_resuming_stage2": round(resumed, 5),
+            "resume_difference": abs(loss - resumed),
             "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         }
         print(spec, results[spec], flush=True)

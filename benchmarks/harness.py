@@ -11,22 +11,39 @@ from pathlib import Path
 
 import torch
 
-from lcia.data.prompts import IGNORE_INDEX, encode_for_training
+from lcia.data.prompts import IGNORE_INDEX, Encoded, encode_for_training
 from lcia.data.streams import load_stream
 from lcia.models.loading import load_base_model
 from lcia.models.lora import add_lora, lora_config
 from lcia.reporting.manifest import hardware, package_versions
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """GFLOP/s of square ``n`` x ``n`` matrix multiplies in ``dtype`` on the current torch threads."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
+def device() -> torch.device:
+    """The GPU when there is one (the benchmarks' device path), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so a wall-clock tick measures it (nothing to wait for on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, n: int | None = None, seconds: float = 2.0) -> float:
+    """GFLOP/s of square ``n`` x ``n`` matrix multiplies in ``dtype`` on ``device()`` (``n``: 8192 on a GPU,
+    which a smaller product cannot fill, 2048 on a CPU's current torch threads)."""
+    on = device()
+    n = n or (8192 if on.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, dtype=dtype, device=on), torch.randn(n, n, dtype=dtype, device=on)
+    for _ in range(3):
         a @ b
+    synchronize()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
+        for _ in range(10 if on.type == "cuda" else 1):  # a GPU queues products faster than it runs them
+            a @ b
+            count += 1
+        synchronize()
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
@@ -54,6 +71,22 @@ def training_flops(model, features: list, batches: list[list[int]]) -> float:
             total += n * (4 * frozen + 6 * lora) + 12 * config.num_hidden_layers * config.hidden_size * n * n / 2
             total += 4 * embedding * answers
     return total
+
+
+class NoTokenizer:
+    """What lcia's training loop asks of a tokenizer (its pad id), for random token ids."""
+
+    pad_token_id = 0
+
+
+def random_features(n: int, length: int, answer: int, vocab: int, seed: int) -> list[Encoded]:
+    """``n`` sequences of ``length`` random token ids, the last ``answer`` of them the labelled answer."""
+    generator = torch.Generator().manual_seed(seed)
+    features = []
+    for _ in range(n):
+        ids = torch.randint(1, vocab, (length,), generator=generator).tolist()
+        features.append(Encoded(ids, [IGNORE_INDEX] * (length - answer) + ids[-answer:], False))
+    return features
 
 
 def peak_rss_mb(children: bool = False) -> float:

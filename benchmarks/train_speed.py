@@ -1,8 +1,8 @@
 """Training speed of lcia's loop against a plain Hugging Face ``Trainer`` + PEFT, side by side in one run.
 
-Every contender trains a fresh LoRA (same seed, rank, targets) on SmolLM2-135M-Instruct with the same
-encoded examples of one task, batch size, learning rate, clipping and sequence lengths, for the same
-number of optimizer steps; blocks alternate over ``--rounds`` so drifts of the machine hit all alike:
+Every contender trains a fresh LoRA (same seed, rank, targets) on SmolLM2-135M-Instruct (on the GPU when there
+is one) with the same encoded examples of one task, batch size, learning rate, clipping and sequence lengths,
+for the same number of optimizer steps; blocks alternate over ``--rounds`` so drifts of the machine hit all alike:
 
 * ``lcia``: ``lcia.training.loop.train_stage`` (length-grouped, left-padded, answer-only logits, and
   under bf16 on a CPU the eager attention, as ``lcia run`` sets it);
@@ -27,7 +27,17 @@ import time
 
 import torch
 from accelerate.state import AcceleratorState
-from harness import encoded, lora_model, machine_peaks, peak_rss_mb, task_of, training_flops, write_results
+from harness import (
+    device,
+    encoded,
+    lora_model,
+    machine_peaks,
+    peak_rss_mb,
+    synchronize,
+    task_of,
+    training_flops,
+    write_results,
+)
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
 from lcia.config import TrainingConfig
@@ -38,13 +48,13 @@ from lcia.training.loop import Learner, Stage, StageEvents, batch_indices, train
 
 
 def time_lcia(args, tokenizer, task, features, precision: str) -> dict:
-    model = lora_model(args.model, args.rank)
-    set_attention(model, precision, torch.device("cpu"))
+    model = lora_model(args.model, args.rank).to(device())
+    set_attention(model, precision, device())
     ticks = []
     cfg = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, checkpoint_every=0, precision=precision)
     ticks.append(time.perf_counter())
     learner = Learner(model, tokenizer, build_method("seq-lora"), accelerator_for(precision))
-    events = StageEvents(on_step=lambda record: ticks.append(time.perf_counter()), progress=False)
+    events = StageEvents(on_step=lambda record: (synchronize(), ticks.append(time.perf_counter())), progress=False)
     train_stage(learner, Stage(1, [task], features, args.steps), cfg, 0, events=events)
     order = batch_indices([len(f.input_ids) for f in features], args.batch_size, torch.Generator().manual_seed(1))
     batches = [next(order) for _ in range(args.steps)][args.warmup :]  # the loop's own order (seed 0, stage 1)
@@ -59,9 +69,11 @@ class StepClock(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if not self.ticks:
+            synchronize()
             self.ticks.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
+        synchronize()
         self.ticks.append(time.perf_counter())
 
 
@@ -88,7 +100,7 @@ def time_trainer(args, tokenizer, features, strategy: str, out_dir: str, precisi
         report_to=[],
         save_strategy="no",
         logging_strategy="no",
-        use_cpu=True,
+        use_cpu=device().type == "cpu",
         disable_tqdm=True,
         seed=0,
         bf16=precision == "bf16",
