@@ -1,0 +1,59 @@
+"""benchmarks/gpu_check.py's own parts: the data it carries gives the same tasks, the model's parts join only
+when they are the prepared ones, and a step is stopped at its limit or skipped when the part's time is spent."""
+
+import hashlib
+import importlib.util
+import lzma
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcia.data.streams import load_stream
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_carried_data_gives_the_installed_packages_tasks(gpu_check, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "CALL1", tmp_path / "call1")
+    monkeypatch.setattr(gpu_check, "GPU", tmp_path)
+    (tmp_path / "call1").mkdir()
+    files = gpu_check.pack_data(tmp_path / "call1" / "data.tar.gz")
+    assert len(files) == 8 and all(name.endswith("task.json") for name in files)
+    installed = load_stream("ni-cit", 20, None, 0)
+    gpu_check.unpack_data()
+    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
+    monkeypatch.delitem(sys.modules, "bigbench", raising=False)
+    carried = load_stream("ni-cit", 20, None, 0)
+    assert [(t.name, t.train, t.test) for t in carried] == [(t.name, t.train, t.test) for t in installed]
+    assert str(tmp_path) in importlib.util.find_spec("bigbench").origin  # read from the carried copy
+
+
+def test_the_model_joins_only_from_its_own_parts(gpu_check, tmp_path):
+    model = bytes(range(256)) * 1000
+    packed = lzma.compress(model)
+    (tmp_path / "a").write_bytes(packed[:100]), (tmp_path / "b").write_bytes(packed[100:])
+    sha = hashlib.sha256(model).hexdigest()
+    gpu_check.join([tmp_path / "a", tmp_path / "b"], tmp_path / "out" / "model.gguf", sha)
+    assert (tmp_path / "out" / "model.gguf").read_bytes() == model
+    with pytest.raises(SystemExit, match="SHA-256"):
+        gpu_check.join([tmp_path / "a", tmp_path / "b"], tmp_path / "other.gguf", "0" * 64)
+
+
+def test_a_step_is_stopped_at_its_limit_and_skipped_when_the_time_is_spent(gpu_check, tmp_path):
+    steps = gpu_check.Steps(budget=40, env={}, log=tmp_path / "log")
+    assert steps.run("quick", [sys.executable, "-c", "print('hi')"], limit=30)
+    assert not steps.run("slow", [sys.executable, "-c", "import time; time.sleep(60)"], limit=1)
+    assert steps.records["slow"]["status"] != "ok" and steps.records["slow"]["seconds"] < 30
+    steps.deadline = 0  # the part's budget spent
+    assert not steps.run("late", [sys.executable, "-c", "pass"], limit=30)
+    assert steps.records["late"]["status"].startswith("skipped")
+    assert "hi" in (tmp_path / "log").read_text()
