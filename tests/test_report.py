@@ -12,6 +12,7 @@ from lcia.config import load_config
 from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS, compute_metrics
 from lcia.pipeline.run_files import RunDir
+from lcia.reporting.figures import frontier
 from lcia.reporting.report import default_out_dir, write_report
 
 TASKS = ["add", "plural", "intent"]
@@ -229,7 +230,7 @@ def png_size(path) -> tuple[int, int]:
 
 def test_every_expected_figure_is_a_readable_png(report):
     _, out, text = report
-    expected = ["comparison.png", "dema-paper-ema.png", "grouping-routing.png"]
+    expected = ["comparison.png", "frontier.png", "dema-paper-ema.png", "grouping-routing.png"]
     expected += [
         f"{run}-{kind}.png" for run in ("seq-s0", "seq-s1", "dema-paper", "grouping") for kind in ("matrix", "stages")
     ]
@@ -241,6 +242,18 @@ def test_every_expected_figure_is_a_readable_png(report):
         assert f"](figures/{name})" in text
     assert not (out / "figures" / "seq-s0-ema.png").exists()  # no EMA log, no figure
     assert not (out / "figures" / "seq-s0-routing.png").exists()
+
+
+def test_the_frontier_keeps_the_settings_no_other_beats_on_both():
+    # (New.ACC, Forgetting): higher plasticity and lower forgetting are both better
+    points = [(0.7, 0.40), (0.6, 0.10), (0.65, 0.40), (0.6, 0.20), (0.7, 0.40), (0.5, 0.05)]
+    assert frontier(points) == [5, 1, 0, 4]  # (0.65, 0.40) and (0.6, 0.20) are beaten; equal points both stay
+
+
+def test_one_setting_draws_no_frontier(tmp_path):
+    path = write_report([make_run(tmp_path / "only").path], tmp_path / "out")
+    assert not (tmp_path / "out" / "figures" / "frontier.png").exists()
+    assert "frontier" not in path.read_text(encoding="utf-8")
 
 
 def test_runs_with_different_tasks_compare_metrics_only(tmp_path):

@@ -146,6 +146,39 @@ def settings_comparison_bars(labels: list[str], values: dict, errors: dict, titl
     return save_figure(figure, path)
 
 
+def frontier(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points that no other point beats on both (x higher or equal, y lower or equal, one
+    strictly): the stability-plasticity frontier when x is New.ACC and y Forgetting, in order of x."""
+    beaten = lambda i: any(  # noqa: E731
+        (xj >= points[i][0] and yj <= points[i][1]) and (xj, yj) != points[i] for xj, yj in points
+    )
+    return sorted((i for i in range(len(points)) if not beaten(i)), key=lambda i: points[i])
+
+
+def stability_plasticity(labels: list[str], plasticity: list, forgetting: list, title: str, path: Path) -> Path:
+    """Forgetting against New.ACC, one point per setting with its error bars, the frontier joined by a line.
+
+    ``plasticity[k]`` and ``forgetting[k]`` are setting k's (value, (low, high) or None), or None where the
+    metric is undefined (the setting is then left out)."""
+    kept = [(label, p, f) for label, p, f in zip(labels, plasticity, forgetting) if p is not None and f is not None]
+    figure = new_figure(7.0, 5.5)
+    ax = figure.add_subplot()
+    for label, (x, x_bar), (y, y_bar) in kept:
+        x_low, x_high = x_bar or (x, x)
+        y_low, y_high = y_bar or (y, y)
+        ax.errorbar(x, y, xerr=[[x - x_low], [x_high - x]], yerr=[[y - y_low], [y_high - y]], fmt="o", capsize=3)
+        ax.annotate(textwrap.fill(label, 22), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    on_front = frontier([(p[0], f[0]) for _, p, f in kept])
+    ax.plot([kept[i][1][0] for i in on_front], [kept[i][2][0] for i in on_front], color="gray", linestyle="--",
+            linewidth=1, label="frontier: no setting is both more plastic and more stable")  # fmt: skip
+    ax.set_xlabel("New.ACC (plasticity: each task just after training on it)")
+    ax.set_ylabel("Forgetting (lower is more stable)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=10)
+    return save_figure(figure, path)
+
+
 def layer_index(tensor_name: str) -> int | None:
     """The transformer layer a parameter belongs to ('...layers.3.self_attn...' -> 3), None outside layers."""
     match = _LAYER.search(tensor_name)

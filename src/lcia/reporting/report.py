@@ -287,6 +287,18 @@ def draw_comparison(comparison: Comparison, path: Path) -> Path:
     return figures.settings_comparison_bars([s.label for s in comparison.settings], values, errors, title, path)
 
 
+def draw_frontier(comparison: Comparison, path: Path) -> Path | None:
+    """Forgetting against New.ACC, for two or more settings where both are defined."""
+    point = lambda s: None if s is None else (s.mean, s.error_bar())  # noqa: E731
+    plasticity = [point(s) for s in comparison.cells["New.ACC"]]
+    forgetting = [point(s) for s in comparison.cells["Forgetting"]]
+    if sum(p is not None and f is not None for p, f in zip(plasticity, forgetting)) < 2:
+        return None
+    title = "Forgetting against New.ACC per setting\n(error bars: std over seeds, or the 95% bootstrap CI of one seed)"
+    labels = [s.label for s in comparison.settings]
+    return figures.stability_plasticity(labels, plasticity, forgetting, title, path)
+
+
 def draw_routing(run: Run, path: Path) -> Path | None:
     """Which adapter answered each task's test instances, for a method that routes (``Method.task_adapters``)."""
     trained_in = run.results.get("routing", {}).get("task_adapters")
@@ -303,6 +315,9 @@ def draw_figures(runs: list[Run], comparison: Comparison, directory: Path) -> di
     """Draw every figure whose data exists; heading -> [(caption, link relative to report.md)]."""
     links = {"Comparison": [("Avg.ACC, New.ACC and BWT per setting", "figures/comparison.png")]}
     draw_comparison(comparison, directory / "comparison.png")
+    if draw_frontier(comparison, directory / "frontier.png"):
+        links["Comparison"].append(("Forgetting against New.ACC per setting (the stability-plasticity frontier)",
+                                    "figures/frontier.png"))  # fmt: skip
     for run in runs:
         results, slug = run.results, run.slug
         matrix, tasks, stages = results["matrix"], results["tasks"], results["stages"]
