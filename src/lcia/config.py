@@ -79,8 +79,9 @@ class TrainingConfig(_Section):
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # warm-up as a share of each stage's steps (with epochs)
     max_length: int = Field(256, ge=16)  # tokens of prompt + answer; longer prompts keep head and tail
     max_grad_norm: PositiveFloat | None = 1.0
-    # recompute each decoder layer's activations in the backward pass instead of keeping them: about a third
-    # more compute for activation memory that no longer grows with the layers (a 7B base on long sequences)
+    # recompute each decoder layer's activations in the backward pass instead of keeping them: one more forward
+    # pass a step (a LoRA step is about two: the base's weights get no gradient) for activation memory that no
+    # longer grows with the layers (a 7B base on long sequences)
     gradient_checkpointing: bool = False
     # auto: bf16 where the hardware multiplies it natively, else fp32; bf16: autocast, fp32 master weights
     precision: Literal["auto", "fp32", "bf16"] = "auto"
