@@ -59,17 +59,13 @@ class Ewc(Method):
 
     def after_backward(self, ctx: TrainContext) -> None:
         params = trainable(ctx.model)
-        device = next(iter(params.values())).device
-        if any(f.device != device for f in self.fisher.values()):  # state loaded from a checkpoint (CPU)
-            self.fisher = {n: f.to(device) for n, f in self.fisher.items()}
-            self.anchor = {n: a.to(device) for n, a in self.anchor.items()}
-            self.task_fisher = {n: f.to(device) for n, f in self.task_fisher.items()}
         for name, p in params.items():
             if p.grad is not None:
                 self.task_fisher[name] += p.grad.detach().float() ** 2
         self.task_steps += 1
         if not self.fisher:
             return
+        device = next(iter(params.values())).device
         penalty = torch.zeros((), device=device)  # summed on the device: one synchronisation per step
         for name, fisher in self.fisher.items():
             p = params[name]

@@ -153,8 +153,7 @@ class ILora(Method):
         alpha = ema_coefficient(ctx.step, self.params.ema_alpha)
         with torch.no_grad():
             for name, p in trainable(ctx.model).items():
-                slow = self.slow[name] = self.slow[name].to(p.device)
-                slow.mul_(alpha).add_(p.detach().float(), alpha=1.0 - alpha)
+                self.slow[name].mul_(alpha).add_(p.detach().float(), alpha=1.0 - alpha)
 
     def after_task(self, ctx: TrainContext) -> None:
         count = self.running["replay_batches"]

@@ -46,8 +46,7 @@ class L2Pull(Method):
             return
         penalty = 0.0
         for name, p in trainable(ctx.model).items():
-            anchor = self.anchor[name] = self.anchor[name].to(p.device)  # a checkpoint's state comes on the CPU
-            drift = p.detach().float() - anchor
+            drift = p.detach().float() - self.anchor[name]
             penalty += float((drift**2).sum())
             pull = (self.params.lam * drift).to(p.dtype)
             p.grad = pull if p.grad is None else p.grad + pull
