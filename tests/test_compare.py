@@ -91,3 +91,48 @@ def test_cli_compare_rejects_a_bad_method_with_one_line(tmp_path, capsys):
     assert main(["compare", "--methods", "seq-lora,nope", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown method 'nope'" in err
+
+
+def test_a_committed_study_continues_on_a_machine_without_its_checkpoints(tiny_config, tmp_path, monkeypatch):
+    """A study's small files are committed (benchmarks/studies/); its adapters and checkpoints are not. Continued
+    from a clone, a stopped run keeps the rows it recorded, trains again from stage 1 (seeded, so to the same
+    weights) and records where its second part ran."""
+    import shutil
+    from contextlib import contextmanager
+
+    from lcia.errors import Interrupted
+    from lcia.pipeline import stream_run as runner
+
+    tiny_config.method.name = "dema"  # a method with state of its own (the EMA), lost with the checkpoints
+    tiny_config.method.params = {"log_every": 1}
+    reference = runner.run(
+        tiny_config.model_copy(update={"output_dir": str(tmp_path / "ref")}), progress=False, log=lambda *_: None
+    )
+    out = tmp_path / "study"
+    (cfg,) = compare_configs(tiny_config, ["dema:log_every=1"], [0], out)
+    log = out / "dema-log_every1-seed0" / "train_log.jsonl"
+
+    @contextmanager
+    def stop_in_stage_2():
+        yield lambda: log.exists() and len(log.read_text().splitlines()) == 4 + 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "stop_on_signals", stop_in_stage_2)
+        with pytest.raises(Interrupted, match="stopped at stage 2, step 2"):
+            runner.run(cfg, progress=False, log=lambda *_: None)
+    run = RunDir(cfg.run_dir())
+    for weights in ("adapters", "checkpoints"):  # what a clone of the committed study lacks
+        shutil.rmtree(run.path / weights)
+    printed = []
+
+    run_compare(tiny_config, ["dema:log_every=1"], [0], out, progress=False, log=printed.append)
+
+    assert any("resuming" in line for line in printed)
+    ref = RunDir(reference.run_dir)
+    assert run.read_json("results.json")["matrix"] == reference.matrix
+    assert run.read_jsonl("predictions.jsonl") == ref.read_jsonl("predictions.jsonl")
+    assert run.read_jsonl("train_log.jsonl") == ref.read_jsonl("train_log.jsonl")
+    assert run.read_jsonl("ema_coefficients.jsonl") == ref.read_jsonl("ema_coefficients.jsonl")
+    (where,) = run.read_json("manifest.json")["resumed"]
+    assert where["rows_done"] == 2 and where["checkpoint"] is None
+    assert json.loads((out / "comparison.json").read_text())["settings"][0]["runs"] == [str(run.path)]
