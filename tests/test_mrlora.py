@@ -13,7 +13,7 @@ from lcia.core.precision import accelerator_for
 from lcia.data.prompts import IGNORE_INDEX, encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
-from lcia.methods import build_method
+from lcia.methods import build_method, mrlora
 from lcia.methods.mrlora import ROUTER_TAIL, MrLora, letter, routing_example, sequence_log_likelihoods
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
@@ -128,7 +128,7 @@ def _routable(model, tokenizer):
     return model
 
 
-def test_in_the_loop_the_router_learns_each_tasks_expert(tiny_model_dir):
+def test_in_the_loop_the_router_learns_each_tasks_expert(tiny_model_dir, monkeypatch):
     tokenizer = load_tokenizer(tiny_model_dir)
     cfg = TrainingConfig(steps=2, batch_size=4, lr=1e-3)
     params = {"replay_per_task": 4, "router_steps": 30, "router_lr": 3e-2, "router_batch_size": 4}
@@ -150,6 +150,17 @@ def test_in_the_loop_the_router_learns_each_tasks_expert(tiny_model_dir):
     assert expected == {"colors": "expert-1", "echo": "expert-2"}
     routed = [method.route(ex) == expected[task.name] for task in tasks for ex in task.test]
     assert sum(routed) / len(routed) == 1.0  # routing accuracy on the held-out instances
+
+    # A test set is routed in batches (evaluation's route_all): the scores of routing one instance at a time
+    test = [ex for task in tasks for ex in task.test]
+    one_by_one = [method.explain_route(ex).scores for ex in test]
+    flat = lambda scores: [v for s in scores for v in s.values()]  # noqa: E731
+    for rows in (32, 6):  # every instance in one pass; three instances (six requests) a pass
+        monkeypatch.setattr(mrlora, "ROUTE_ROWS", rows)
+        batched = method._scores(test)
+        assert [list(s) for s in batched] == [list(s) for s in one_by_one]
+        assert flat(batched) == pytest.approx(flat(one_by_one), abs=1e-4)
+        assert method.route_all(test) == [method.route(ex) for ex in test]
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def evaluate_task(
     share of the examples (every world-size-th) and every rank scores the whole test set (a scorer may weigh
     each example against the others, as CIDEr's document frequencies do) and returns the whole cell."""
     test = distributed.my_share(task.test)
-    adapters = [route(ex) if route else None for ex in test]  # routed once, recorded and used
+    adapters = route(test) if route else [None] * len(test)  # routed once, recorded and used
     predictions = generate_answers(
         model,
         tokenizer,

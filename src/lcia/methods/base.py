@@ -158,6 +158,11 @@ class Method:
         """The adapter that answers ``example`` (None: the active one)."""
         return self.explain_route(example).adapter
 
+    def route_all(self, examples: list[Example]) -> list[str | None]:
+        """The adapter of each example, as ``route`` gives it; evaluation routes a test set with this, so a method
+        whose router runs the model can route many examples in one forward pass."""
+        return [self.route(ex) for ex in examples]
+
     def explain_route(self, example: Example) -> Route:
         """The route of an example (its instruction, and its input where the method reads it) with what decided
         it (default: nothing to decide). Evaluation, ``ask``, ``serve`` and ``route`` all ask this."""

@@ -23,8 +23,8 @@ Parameters (``method.params``):
 
 Stores one adapter per task, the router adapter and replay_per_task examples per task (routing needs the model,
 so ``lcia route`` without one cannot route). A stage costs one adapter's training plus router_steps steps on
-routing prompts (a few hundred tokens each); each test instance costs one extra forward pass over as many
-routing requests as there are experts. A saved stage holds the experts and the router as PEFT adapters and
+routing prompts (a few hundred tokens each); each test instance costs one routing request per expert, scored in
+forward passes of ROUTE_ROWS requests. A saved stage holds the experts and the router as PEFT adapters and
 mrlora.json (the experts, what each holds, the replay set).
 """
 
@@ -49,6 +49,7 @@ from lcia.models.forward import answer_forward
 from lcia.models.lora import add_lora
 
 ROUTER, ARTIFACT = "router", "mrlora.json"
+ROUTE_ROWS = 32  # routing requests per forward pass when a test set is routed
 ROUTER_HEAD = (
     "You are a router between {n} expert models. Select the one best suited to the user's request below, from the "
     "request and the models' descriptions. Reply only with its letter ({letters}); do not answer the request.\n"
@@ -190,19 +191,34 @@ class MrLora(Method):
         return losses
 
     # --- routing ------------------------------------------------------------------------------------
-    def _scores(self, example: Example) -> dict[str, float]:
-        """Each expert's log-likelihood as the router's answer to ``example`` (one forward pass, one row each)."""
+    def _scores(self, examples: list[Example]) -> list[dict[str, float]]:
+        """Each expert's log-likelihood as the router's answer to each example: one row per (example, expert), in
+        forward passes of about ROUTE_ROWS rows."""
         holds = [self.holds[e] for e in self.experts]
-        batch = self._inputs([routing_example(example, holds, i) for i in range(len(holds))])
+        per_pass = max(1, ROUTE_ROWS // len(holds))
         model = self._model
         previous = model.active_adapter
         model.set_adapter(ROUTER, inference_mode=True)
+        scores = []
         try:
-            with torch.no_grad():
-                scores = sequence_log_likelihoods(answer_forward(model, batch).logits, batch["labels"])
+            for start in range(0, len(examples), per_pass):
+                requests = [
+                    routing_example(ex, holds, i)
+                    for ex in examples[start : start + per_pass]
+                    for i in range(len(holds))
+                ]
+                batch = self._inputs(requests)
+                with torch.no_grad():
+                    scores += sequence_log_likelihoods(answer_forward(model, batch).logits, batch["labels"]).tolist()
         finally:
             model.set_adapter(previous, inference_mode=True)
-        return dict(zip(self.experts, scores.tolist()))
+        rows = [scores[i : i + len(holds)] for i in range(0, len(scores), len(holds))]
+        return [dict(zip(self.experts, row)) for row in rows]
+
+    def route_all(self, examples: list[Example]) -> list[str | None]:
+        if len(self.experts) < 2 or self._model is None:
+            return super().route_all(examples)
+        return [max(scores, key=scores.get) for scores in self._scores(examples)]  # the first of equals: the earliest
 
     def explain_route(self, example: Example) -> Route:
         holds = {e: ", ".join(self.holds[e]) for e in self.experts}
@@ -211,7 +227,7 @@ class MrLora(Method):
         if self._model is None:
             rule = "the router adapter picks the expert: routing needs the model (lcia eval | ask | serve)"
             return Route(None, holds=holds, rule=rule)
-        scores = self._scores(example)
+        [scores] = self._scores([example])
         rule = "the expert whose letter the router adapter finds most likely"
         return Route(max(scores, key=scores.get), scores, holds, rule)  # the first of equals: the earliest expert
 

@@ -161,7 +161,7 @@ class Session:
                     self.tokenizer,
                     task,
                     row,
-                    route=self.method.route,
+                    route=self.method.route_all,
                     batch_size=self.cfg.evaluation.batch_size,
                     max_length=self.cfg.evaluation.max_length,
                     progress=progress,
