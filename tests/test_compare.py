@@ -136,3 +136,28 @@ def test_a_committed_study_continues_on_a_machine_without_its_checkpoints(tiny_c
     (where,) = run.read_json("manifest.json")["resumed"]
     assert where["rows_done"] == 2 and where["checkpoint"] is None
     assert json.loads((out / "comparison.json").read_text())["settings"][0]["runs"] == [str(run.path)]
+    assert (run.path / "predictions.jsonl.gz").exists() and not (run.path / "predictions.jsonl").exists()  # packed
+
+
+def test_a_packed_run_reads_reports_and_resumes_as_a_plain_one(tiny_config, tmp_path):
+    from lcia.pipeline import stream_run as runner
+    from lcia.reporting.report import write_report
+
+    result = runner.run(tiny_config, progress=False, log=lambda *_: None)
+    run = RunDir(result.run_dir)
+    names = sorted(p.name for p in run.path.glob("*.jsonl"))
+    assert {"predictions.jsonl", "train_log.jsonl"} <= set(names)
+    plain = {name: run.read_jsonl(name) for name in names}
+    run.pack()
+    assert sorted(p.name for p in run.path.glob("*.jsonl*")) == sorted(f"{name}.gz" for name in names)
+    assert {name: run.read_jsonl(name) for name in names} == plain and run.has("predictions.jsonl")
+    packed = (run.path / "predictions.jsonl.gz").read_bytes()
+    run.unpack()
+    run.pack()  # the same lines give the same bytes: a committed study does not change when packed again
+    assert (run.path / "predictions.jsonl.gz").read_bytes() == packed
+    assert "Avg.ACC" in write_report([str(run.path)], tmp_path / "report").read_text()
+
+    again = runner.run(tiny_config, resume=True, progress=False, log=lambda *_: None)  # unpacked, then kept
+    assert again.matrix == result.matrix
+    assert sorted(p.name for p in run.path.glob("*.jsonl*")) == names
+    assert {name: run.read_jsonl(name) for name in names} == plain

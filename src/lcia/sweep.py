@@ -53,10 +53,11 @@ def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
             raise input_error("holds a run with another config: choose another --out", file=path)
         if _finished(path):
             log(f"[{i}/{len(configs)}] {path}: finished, kept")
-            continue
-        resume = (path / "manifest.json").exists()
-        log(f"[{i}/{len(configs)}] {path}: " + ("resuming" if resume else "running"))
-        run(cfg, resume=resume, progress=progress, log=log)
+        else:
+            resume = (path / "manifest.json").exists()
+            log(f"[{i}/{len(configs)}] {path}: " + ("resuming" if resume else "running"))
+            run(cfg, resume=resume, progress=progress, log=log)
+        RunDir(path).pack()  # a study's files, small enough to commit
 
 
 def run_sweep(

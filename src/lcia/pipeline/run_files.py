@@ -14,12 +14,17 @@ adapters/stage-K/    the PEFT adapter(s) after stage K (adapter_config.json + sa
 checkpoints/         the last two checkpoints, to resume from (see lcia.pipeline.checkpoints)
 tensorboard/, wandb/ live logs, when logging.tensorboard / logging.wandb ask for them
 .lock                held by the process writing the run
+
+A finished run of a study (``lcia compare`` / ``lcia sweep``) is packed: each ``<name>.jsonl`` becomes
+``<name>.jsonl.gz`` (about a tenth of the size, byte-identical for identical lines), so a study's small
+files can be committed; reading works either way, and a packed run resumed or extended is unpacked first.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import gzip
 import json
 import os
 import shutil
@@ -135,10 +140,15 @@ class RunDir:
             ],
         )
 
+    def has(self, name: str) -> bool:
+        """Whether the run has the JSON-lines file ``name``, plain or packed."""
+        return (self.path / name).exists() or (self.path / f"{name}.gz").exists()
+
     def read_jsonl(self, name: str) -> list[dict]:
         # A crash can leave a last line half written: it is not a record.
-        records = []
-        with open(self.path / name, encoding="utf-8") as handle:
+        records, path = [], self.path / name
+        opened = open(path, encoding="utf-8") if path.exists() or not self.has(name) else gzip.open(f"{path}.gz", "rt")
+        with opened as handle:
             for line in handle:
                 try:
                     records.append(json.loads(line))
@@ -183,6 +193,20 @@ class RunDir:
                 records = self.read_jsonl(name)
                 repeated = [r for r in records if r["row"] == 0 and (tasks is None or r["task"] in tasks)]
                 self.append(name, [{**r, "row": row} for r in repeated])
+
+    def pack(self) -> None:
+        """Gzip each JSON-lines file of a finished run (no timestamp in the header: the same lines, the same bytes)."""
+        for path in sorted(self.path.glob("*.jsonl")):
+            packed = gzip.compress(path.read_bytes(), mtime=0)
+            replace_atomic(self.path / f"{path.name}.gz", lambda tmp: Path(tmp).write_bytes(packed))
+            path.unlink()
+
+    def unpack(self) -> None:
+        """The plain JSON-lines files back, for a run that goes on writing them."""
+        for packed in sorted(self.path.glob("*.jsonl.gz")):
+            lines = gzip.decompress(packed.read_bytes())
+            replace_atomic(packed.with_suffix(""), lambda tmp: Path(tmp).write_bytes(lines))
+            packed.unlink()
 
     def adapter_dir(self, stage: int) -> Path:
         return self.path / "adapters" / f"stage-{stage}"

@@ -179,6 +179,7 @@ class StreamRun:
         (returned)."""
         out, latest = self.out, None
         if resume:
+            out.unpack()  # a packed study run (resumed, extended) writes its logs on
             record = out.read_json("manifest.json")
             started_with = record.get("distributed", {"processes": 1})["processes"]
             if started_with != distributed.world_size():

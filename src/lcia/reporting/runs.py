@@ -38,7 +38,8 @@ class Run:
     def read_jsonl(self, name: str) -> list[dict]:
         """A JSON-lines file of the run (empty without one), read once."""
         if name not in self._jsonl:
-            self._jsonl[name] = RunDir(self.path).read_jsonl(name) if (self.path / name).exists() else []
+            run = RunDir(self.path)
+            self._jsonl[name] = run.read_jsonl(name) if run.has(name) else []
         return self._jsonl[name]
 
     def stage_spans(self) -> list[tuple[int, int, str]]:
@@ -204,5 +205,3 @@ def compare(settings: list[Setting]) -> Comparison:
 
 def seeds_label(setting: Setting) -> str:
     return f"{len(setting.runs)} ({', '.join(str(run.config['seed']) for run in setting.runs)})"
-
-
