@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 import pytest
 import yaml
+from scipy import stats
 
 from lcia.cli import main
 from lcia.compare import compare_configs, parse_method, run_compare, split_methods
@@ -76,6 +78,21 @@ def test_compare_two_methods_over_two_seeds(tiny_config, tmp_path, capsys):
             assert cell["std"] == pytest.approx(statistics.stdev(values))
     text = path.read_text()
     assert "| replay (buffer_size=4) | 2 (0, 1) |" in text and "Avg.ACC" in text
+
+    # replay against seq-lora (the first listed), run against run with the same seed
+    (difference,) = record["differences"]
+    assert difference["setting"] == "replay (buffer_size=4)" and difference["seeds"] == [0, 1]
+    ours, theirs = ([RunDir(run).read_json("results.json")["metrics"] for run in s["runs"]] for s in record["settings"])
+    for name in ("Avg.ACC", "Forgetting"):
+        paired = difference["metrics"][name]
+        gaps = [a[name] - b[name] for a, b in zip(ours, theirs)]
+        assert paired["difference"] == pytest.approx(statistics.fmean(gaps), abs=1e-3)  # the matrices are rounded
+        low, high = paired["interval"]
+        assert low <= paired["difference"] <= high and 0 <= paired["p"] <= 1
+        t_test = stats.ttest_rel([a[name] for a in ours], [b[name] for b in theirs]).pvalue
+        assert paired["t_test_p"] == (None if math.isnan(t_test) else pytest.approx(t_test))
+    assert "## Paired differences" in text and "minus `seq-lora`" in text
+    assert "### Paired differences" in (out / "report.md").read_text()
     assert (out / "report.md").exists()
 
     # the command line, again: it keeps the finished runs and prints the table

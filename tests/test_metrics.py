@@ -8,6 +8,7 @@ import pytest
 from lcia.evaluation.metrics import (
     METRICS,
     avg_acc,
+    bootstrap_differences,
     bootstrap_metrics,
     bwt,
     compute_metrics,
@@ -220,3 +221,47 @@ def test_bootstrap_undefined_metrics_are_none():
 def test_bootstrap_rejects_bad_input(scores, kwargs, message):
     with pytest.raises(ValueError, match=message):
         bootstrap_metrics(scores, **kwargs)
+
+
+# --- paired differences between two settings ---------------------------------------------------------
+
+
+def test_differences_of_identical_runs_are_zero_with_p_one():
+    scores = _random_grid(seed=2)
+    for name, record in bootstrap_differences([(scores, scores)], n_resamples=300).items():
+        assert record["difference"] == 0 and record["interval"] == (0.0, 0.0) and record["p"] == 1.0, name
+
+
+def test_a_difference_in_one_example_is_paired_example_by_example():
+    # Setting a answers one example of task 1 right in the last row where b does not; nothing else differs. Every
+    # resample that draws the example k times gives a difference of k / (n T) in Avg.ACC, never below 0, and it is
+    # 0 exactly when the example is not drawn: probability (1 - 1/n)^n. Two separate intervals, each about
+    # +-0.05 wide here, would say nothing about a difference of 1 / (n T).
+    n, T = 50, 2
+    b = _random_grid(seed=4, T=T, n=n)
+    a = [[list(cell) for cell in row] for row in b]
+    b[-1][0][0], a[-1][0][0] = 0.0, 1.0
+    record = bootstrap_differences([(a, b)], n_resamples=4000, seed=1)["Avg.ACC"]
+    assert record["difference"] == pytest.approx(1 / (n * T))
+    low, high = record["interval"]
+    assert low == 0.0 and any(high == pytest.approx(k / (n * T)) for k in range(1, 6))
+    assert record["p"] == pytest.approx(min(1.0, 2 * (1 - 1 / n) ** n), abs=0.04)
+    assert bootstrap_differences([(b, a)], n_resamples=4000, seed=1)["Avg.ACC"]["difference"] < 0
+
+
+def test_differences_over_seeds_average_the_pairs():
+    a1, b1, a2, b2 = (_random_grid(seed=s) for s in (10, 11, 12, 13))
+    both = bootstrap_differences([(a1, b1), (a2, b2)], n_resamples=200)
+    each = [bootstrap_differences([pair], n_resamples=200) for pair in ((a1, b1), (a2, b2))]
+    for name in METRICS:
+        assert both[name]["difference"] == pytest.approx(
+            (each[0][name]["difference"] + each[1][name]["difference"]) / 2
+        )
+
+
+def test_differences_refuse_other_tasks_and_keep_undefined_metrics_none():
+    with pytest.raises(ValueError, match="not the same tasks"):
+        bootstrap_differences([(_random_grid(seed=1, T=2), _random_grid(seed=1, T=3))], n_resamples=10)
+    joint = [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [0.0, 1.0]]]
+    record = bootstrap_differences([(joint, joint)], n_resamples=10)
+    assert record["Avg.ACC"] is not None and record["BWT"] is None

@@ -11,11 +11,15 @@ At the end, in OUT:
                      sample standard deviation over the seeds (one seed: its value and 95% bootstrap
                      interval), the training and evaluation time, and the metric definitions
     comparison.json  the same numbers, with every seed's value
+    (both)           each method against the first listed, paired by seed on the same test examples: the
+                     difference of each metric with its paired-bootstrap interval, and a t-test over seeds
+                     (lcia.reporting.differences)
     report.md        the full report of all the runs (``lcia report``), with report.tex and figures/
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shlex
@@ -27,6 +31,7 @@ from pydantic import ValidationError
 
 from lcia.config import RunConfig, parse_value
 from lcia.errors import LciaError
+from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.report import comparison_section, definitions_section, write_report
 from lcia.reporting.runs import Comparison, compare, group_settings, label_runs, load_run
 from lcia.sweep import run_or_resume
@@ -95,12 +100,16 @@ def comparison_record(comparison: Comparison) -> dict:
         cells = {}
         for column, summaries in comparison.cells.items():
             summary = summaries[k]
-            cells[column] = None if summary is None else {
-                "mean": summary.mean,
-                "std": summary.std if len(summary.values) > 1 else None,
-                "values": summary.values,
-                "interval": summary.interval,
-            }
+            cells[column] = (
+                None
+                if summary is None
+                else {
+                    "mean": summary.mean,
+                    "std": summary.std if len(summary.values) > 1 else None,
+                    "values": summary.values,
+                    "interval": summary.interval,
+                }
+            )
         settings.append(
             {
                 "method": setting.label,
@@ -121,6 +130,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     """
     runs = label_runs([load_run(Path(path)) for path in run_dirs])
     comparison = compare(group_settings(runs))
+    differences = paired_differences(comparison)
     config = runs[0].config
     training = config["training"]
     times = "\n".join(
@@ -128,28 +138,26 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
         "(mean per run)"
         for s in comparison.settings
     )
-    text = "\n\n".join(
-        [
-            "# Comparison of methods",
-            f"Command: `{shlex.join(command or sys.argv)}`",
-            f"Stream {config['stream']}, model {config['model']['name_or_path']}, LoRA r={config['lora']['r']}, "
-            f"{training['steps']} steps per task, batch {training['batch_size']} x {training['grad_accum']}, "
-            f"lr {training['lr']}; every run differs from the others only in its method and seed.",
-            comparison_section(comparison, heading="## Results"),
-            "## Time\n\n" + times,
-            definitions_section().replace("## 3. Metric definitions", "## Metric definitions"),
-            "The full report of every run: report.md.",
-        ]
-    )
+    parts = [
+        "# Comparison of methods",
+        f"Command: `{shlex.join(command or sys.argv)}`",
+        f"Stream {config['stream']}, model {config['model']['name_or_path']}, LoRA r={config['lora']['r']}, "
+        f"{training['steps']} steps per task, batch {training['batch_size']} x {training['grad_accum']}, "
+        f"lr {training['lr']}; every run differs from the others only in its method and seed.",
+        comparison_section(comparison, heading="## Results"),
+        differences_section(comparison, differences, "## Paired differences"),
+        "## Time\n\n" + times,
+        definitions_section().replace("## 3. Metric definitions", "## Metric definitions"),
+        "The full report of every run: report.md.",
+    ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(text + "\n", encoding="utf-8")
-    (out / "comparison.json").write_text(json.dumps(comparison_record(comparison), indent=2) + "\n", encoding="utf-8")
+    (out / "comparison.md").write_text("\n\n".join(part for part in parts if part) + "\n", encoding="utf-8")
+    record = comparison_record(comparison) | {"differences": [dataclasses.asdict(d) for d in differences]}
+    (out / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out / "comparison.md"
 
 
-def run_compare(
-    base: RunConfig, methods: list[str], seeds: list[int], out: Path, progress: bool, log=print
-) -> Path:
+def run_compare(base: RunConfig, methods: list[str], seeds: list[int], out: Path, progress: bool, log=print) -> Path:
     """Run (or finish) every (method, seed), then write the comparison and the report; returns comparison.md."""
     configs = compare_configs(base, methods, seeds, out)
     run_or_resume(configs, progress, log)

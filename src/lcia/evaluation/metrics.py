@@ -182,30 +182,18 @@ def compute_metrics(A: Matrix) -> dict[str, float | None]:
     return {name: fn(A) for name, (fn, _) in METRICS.items()}
 
 
-def bootstrap_metrics(
-    scores: Sequence[Sequence[Sequence[float]]],
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, tuple[float, float] | None]:
-    """Percentile confidence intervals for every metric by a paired bootstrap over test examples.
+def _resampled(
+    scores: Sequence[Sequence[Sequence[float]]], n_resamples: int, seed: int
+) -> tuple[np.ndarray, int, bool]:
+    """``(n_resamples, rows, T)`` matrices of resampled test sets, T, and whether the grid is a joint run's.
 
-    ``scores[j][i]`` holds the per-example scores (in [0, 1]) of task i's test set at row j, so that
-    ``A[j][i] = mean(scores[j][i])``. Every row scores the same examples, so each resample draws one set
-    of example indices per task and applies it to all rows: the interval then reflects which examples
-    happen to be in the test set, not independent noise per cell.
-
-    Returns metric name -> ``(low, high)``, the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
-    percentiles of the resampled metric, or ``None`` where the metric is undefined. Deterministic for a
-    fixed ``seed``.
+    Each resample draws one set of example indices per task and applies it to every row. The draws depend only on
+    ``seed`` and the test sets' sizes, so two runs over the same test sets get the same resampled examples.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     T, joint = _shape([len(row) for row in scores], "score grid")
     rows = len(scores)
-
     rng = np.random.default_rng(seed)
     boot = np.empty((n_resamples, rows, T))
     for c in range(T):
@@ -226,8 +214,34 @@ def bootstrap_metrics(
         offsets = (np.arange(n_resamples) * n)[:, None]
         counts = np.bincount((idx + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
         boot[:, :, c] = (counts @ S.T) / n
+    return boot, T, joint
 
-    alpha = (1.0 - confidence) / 2.0
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    return (1.0 - confidence) / 2.0
+
+
+def bootstrap_metrics(
+    scores: Sequence[Sequence[Sequence[float]]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile confidence intervals for every metric by a paired bootstrap over test examples.
+
+    ``scores[j][i]`` holds the per-example scores (in [0, 1]) of task i's test set at row j, so that
+    ``A[j][i] = mean(scores[j][i])``. Every row scores the same examples, so each resample draws one set
+    of example indices per task and applies it to all rows: the interval then reflects which examples
+    happen to be in the test set, not independent noise per cell.
+
+    Returns metric name -> ``(low, high)``, the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
+    percentiles of the resampled metric, or ``None`` where the metric is undefined. Deterministic for a
+    fixed ``seed``.
+    """
+    alpha = _check_confidence(confidence)
+    boot, T, joint = _resampled(scores, n_resamples, seed)
     intervals: dict[str, tuple[float, float] | None] = {}
     for name, (kernel, _, _) in _KERNELS.items():
         if not _defined(name, T, joint):
@@ -236,3 +250,44 @@ def bootstrap_metrics(
         low, high = np.quantile(kernel(boot), [alpha, 1.0 - alpha])
         intervals[name] = (float(low), float(high))
     return intervals
+
+
+def bootstrap_differences(
+    pairs: Sequence[tuple[Sequence[Sequence[Sequence[float]]], Sequence[Sequence[Sequence[float]]]]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict | None]:
+    """Each metric's difference between two settings over the same test sets, with a paired-bootstrap interval.
+
+    ``pairs`` holds one ``(scores_a, scores_b)`` per seed (the grids of :func:`bootstrap_metrics`). The
+    difference is the mean over the pairs of metric(a) - metric(b); each resample draws one set of test examples
+    and scores every run on it, so the interval is that of the difference itself (narrower than two runs'
+    separate intervals, which share the test set's luck). It measures which examples are in the test sets, not
+    training noise: that needs several seeds. Returns metric name -> ``{"difference", "interval", "p"}`` (``p``:
+    the two-sided bootstrap p-value, twice the share of resampled differences on the other side of 0), or
+    ``None`` where the metric is undefined.
+    """
+    if not pairs:
+        raise ValueError("no pairs of score grids to compare")
+    alpha = _check_confidence(confidence)
+    grids = [(_resampled(a, n_resamples, seed), _resampled(b, n_resamples, seed)) for a, b in pairs]
+    (_, T, joint), (_, T_b, joint_b) = grids[0]
+    if (T, joint) != (T_b, joint_b):
+        raise ValueError("the two settings' score grids have different shapes: not the same tasks")
+    out: dict[str, dict | None] = {}
+    for name, (kernel, _, _) in _KERNELS.items():
+        if not _defined(name, T, joint):
+            out[name] = None
+            continue
+        resampled = np.mean([kernel(a) - kernel(b) for (a, _, _), (b, _, _) in grids], axis=0)
+        point = float(np.mean([kernel(np.asarray(_means(a))) - kernel(np.asarray(_means(b))) for a, b in pairs]))
+        low, high = np.quantile(resampled, [alpha, 1.0 - alpha])
+        other_side = np.mean(resampled <= 0) if point > 0 else np.mean(resampled >= 0)
+        out[name] = {"difference": point, "interval": (float(low), float(high)), "p": float(min(1.0, 2 * other_side))}
+    return out
+
+
+def _means(scores: Sequence[Sequence[Sequence[float]]]) -> list[list[float]]:
+    """The accuracy matrix of a grid of per-example scores."""
+    return [[float(np.mean(cell)) for cell in row] for row in scores]

@@ -21,6 +21,7 @@ from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS
 from lcia.methods import method_class
 from lcia.reporting import figures
+from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.runs import (
     Comparison,
     Run,
@@ -227,12 +228,13 @@ def markdown_report(runs: list[Run], comparison: Comparison, figure_links: dict)
         "## 1. Runs",
         *(manifest_block(run) for run in runs),
         comparison_section(comparison),
+        differences_section(comparison, paired_differences(comparison), "### Paired differences"),
         definitions_section(),
         "## 4. Per run",
         *(run_section(run) for run in runs),
         figures_section(figure_links),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 # --- report.tex ----------------------------------------------------------------------------------

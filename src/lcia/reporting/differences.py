@@ -1,0 +1,117 @@
+"""Paired differences between settings: is one method's lead over another beyond the noise?
+
+Every setting of a comparison is set against the first (``lcia compare``: the first method listed), run by run
+with the same seed, on the same test examples. For each metric:
+
+* the mean difference over the paired seeds, with its 95% paired-bootstrap interval over test examples and the
+  bootstrap p-value (``lcia.evaluation.metrics.bootstrap_differences``): the noise of which examples make up
+  the test sets, which two runs' separate intervals overstate, since both runs see the same examples;
+* with two or more paired seeds, a paired t-test over the seeds' values (scipy): the noise of training.
+
+A difference is *beyond the noise* when its interval excludes 0 and, with several seeds, the t-test's p is
+below 0.05; otherwise it is *inside the noise*, and no claim should rest on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from scipy import stats
+
+from lcia.evaluation.metrics import bootstrap_differences
+from lcia.pipeline.run_files import RunDir
+from lcia.reporting.runs import Comparison, Run, Setting
+from lcia.reporting.tables import markdown_table
+
+SHOWN = ("Avg.ACC", "New.ACC", "Forgetting")  # the headline, plasticity and stability
+RESAMPLES = 1000
+
+
+@dataclass
+class Difference:
+    setting: str
+    seeds: list[int]  # the seeds both settings ran
+    metrics: dict[str, dict | None]  # name -> difference, interval, p, t_test_p (None: undefined)
+
+    def beyond_noise(self, name: str) -> bool | None:
+        record = self.metrics.get(name)
+        if record is None:
+            return None
+        low, high = record["interval"]
+        seeds_agree = record["t_test_p"] is None or record["t_test_p"] < 0.05
+        return (low > 0 or high < 0) and seeds_agree
+
+
+def _scores(run: Run) -> list[list[list[float]]]:
+    results = run.results
+    return RunDir(run.path).per_example_scores(results["tasks"], len(results["matrix"]))
+
+
+def _t_test(values: list[float], reference: list[float]) -> float | None:
+    """The paired t-test's two-sided p over the seeds; None under two seeds or when every difference is equal."""
+    if len(values) < 2:
+        return None
+    p = stats.ttest_rel(values, reference).pvalue
+    return None if math.isnan(p) else float(p)
+
+
+def paired_differences(comparison: Comparison, resamples: int = RESAMPLES) -> list[Difference]:
+    """Each setting after the first against the first, paired by seed; empty when the runs do not share their test
+    sets (other tasks or test sizes) or no other setting shares a seed with the first."""
+    if comparison.tasks is None or len(comparison.settings) < 2:
+        return []
+    reference, *others = comparison.settings
+    sizes = {json.dumps(run.results.get("n_test"), sort_keys=True) for s in comparison.settings for run in s.runs}
+    if len(sizes) != 1:
+        return []
+    return [d for d in (_difference(setting, reference, resamples) for setting in others) if d is not None]
+
+
+def _difference(setting: Setting, reference: Setting, resamples: int) -> Difference | None:
+    by_seed = {run.config["seed"]: run for run in reference.runs}
+    pairs = [(run, by_seed[run.config["seed"]]) for run in setting.runs if run.config["seed"] in by_seed]
+    if not pairs:
+        return None
+    bootstrap = bootstrap_differences([(_scores(a), _scores(b)) for a, b in pairs], n_resamples=resamples)
+    metrics = {}
+    for name, record in bootstrap.items():
+        if record is not None:
+            ours = [a.results["metrics"][name] for a, _ in pairs]
+            theirs = [b.results["metrics"][name] for _, b in pairs]
+            record = record | {"t_test_p": _t_test(ours, theirs)}
+        metrics[name] = record
+    return Difference(setting.label, [a.config["seed"] for a, _ in pairs], metrics)
+
+
+def _cell(record: dict | None) -> str:
+    if record is None:
+        return "n/a"
+    low, high = record["interval"]
+    p = f"p {record['p']:.3f}" if record["p"] > 0 else f"p < {1 / RESAMPLES:g}"  # no resample crossed 0
+    text = f"{record['difference']:+.3f} [{low:+.3f}, {high:+.3f}], {p}"
+    return text + (f"; seeds p {record['t_test_p']:.3f}" if record["t_test_p"] is not None else "")
+
+
+def differences_section(comparison: Comparison, differences: list[Difference], heading: str) -> str:
+    """The table of paired differences against the first setting ('' when there is none)."""
+    if not differences:
+        return ""
+    reference = comparison.settings[0].label
+    verdict = {True: "beyond the noise", False: "inside the noise", None: "n/a"}
+    rows = [
+        [d.setting, f"{len(d.seeds)} ({', '.join(map(str, d.seeds))})", *(_cell(d.metrics.get(n)) for n in SHOWN)]
+        + [verdict[d.beyond_noise("Avg.ACC")]]
+        for d in differences
+    ]
+    return "\n\n".join(
+        [
+            heading,
+            f"Each setting minus `{reference}`, run against run with the same seed, on the same test examples: the "
+            "mean difference over the seeds, its 95% paired-bootstrap interval over test examples and the bootstrap "
+            "p-value; with two or more seeds also the paired t-test's p over the seeds. A difference is beyond the "
+            "noise when its interval excludes 0 and, with several seeds, the t-test's p is below 0.05.",
+            markdown_table(["setting", "seeds", *SHOWN, "Avg.ACC difference"], rows),
+        ]
+    )
