@@ -28,10 +28,10 @@ def test_method_specs():
 
 def test_configs_differ_only_in_method_and_seed(tiny_config, tmp_path):
     configs = compare_configs(tiny_config, ["seq-lora", "ewc:lam=10"], [1, 2], tmp_path)
-    assert [(c.method.name, c.method.params, c.seed) for c in configs] == [
+    assert [(c.method.name, c.method.params, c.seed) for c in configs] == [  # every method of a seed, then the next
         ("seq-lora", {}, 1),
-        ("seq-lora", {}, 2),
         ("ewc", {"lam": 10}, 1),
+        ("seq-lora", {}, 2),
         ("ewc", {"lam": 10}, 2),
     ]
     assert configs[3].run_dir() == str(tmp_path / "ewc-lam10-seed2")

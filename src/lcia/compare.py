@@ -74,7 +74,7 @@ def compare_configs(base: RunConfig, methods: list[str], seeds: list[int], out: 
     if len(set(methods)) != len(methods):
         raise LciaError(f"--methods names a method twice: {','.join(methods)}")
     configs = []
-    for spec, seed in itertools.product(methods, seeds):
+    for seed, spec in itertools.product(seeds, methods):  # seed by seed: a stopped study has whole seeds done
         name, params = parse_method(spec)
         cfg = base.model_dump(mode="json")
         cfg["method"], cfg["seed"] = {"name": name, "params": params}, seed
