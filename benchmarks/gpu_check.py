@@ -168,14 +168,15 @@ class Steps:
             record["status"] = "skipped: the part's budget is spent"
             return False
         started = time.monotonic()
+        until = started + min(limit, left)  # the stop condition's wait counts against the limit too
         with self.log.open("a") as log:
             log.write(f"\n=== {name}: {record['command']}\n")
             log.flush()
             process = subprocess.Popen(command, cwd=ROOT, env=self.env | (env or {}), stdout=log, stderr=log)
             try:
                 if stop:
-                    stop(process)
-                process.wait(timeout=min(limit, left))
+                    stop(process, until)
+                process.wait(timeout=max(0.0, until - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -280,8 +281,9 @@ def resume_across_devices(steps: Steps, lcia: list[str], sizes: list[str], runs:
     common += [*sizes, "--quiet"]
     moved, whole = runs / "resumed", runs / "uninterrupted"
     cpu = {"CUDA_VISIBLE_DEVICES": ""}
+    in_stage_2 = lambda process, until: stop_in_stage(process, until, moved / "train_log.jsonl", 2)  # noqa: E731
     steps.run("resume: start on the CPU", [*lcia, "run", *common, "--set", f"output_dir={moved}", "--overwrite"], 240,
-              env=cpu, stop=lambda process: stop_in_stage(process, moved / "train_log.jsonl", 2))  # fmt: skip
+              env=cpu, stop=in_stage_2)  # fmt: skip
     steps.run("resume: finish on the GPU", [*lcia, "run", "--resume", str(moved), "--quiet"], 240)
     steps.run("resume: uninterrupted on the GPU", [*lcia, "run", *common, "--set", f"output_dir={whole}",
                                                    "--overwrite"], 240)  # fmt: skip
@@ -292,9 +294,10 @@ def resume_across_devices(steps: Steps, lcia: list[str], sizes: list[str], runs:
     return out
 
 
-def stop_in_stage(process: subprocess.Popen, log: Path, stage: int) -> None:
-    """SIGTERM ``process`` (a run) once its train log has a step of ``stage``: it stops with a checkpoint."""
-    while process.poll() is None:
+def stop_in_stage(process: subprocess.Popen, until: float, log: Path, stage: int) -> None:
+    """SIGTERM ``process`` (a run) once its train log has a step of ``stage``: it stops with a checkpoint. Gives up
+    at ``until`` (time.monotonic), where the step's limit kills it."""
+    while process.poll() is None and time.monotonic() < until:
         if log.exists() and any(json.loads(line)["stage"] == stage for line in log.read_text().splitlines()):
             process.send_signal(signal.SIGTERM)
             return

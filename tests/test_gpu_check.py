@@ -53,6 +53,11 @@ def test_a_step_is_stopped_at_its_limit_and_skipped_when_the_time_is_spent(gpu_c
     assert steps.run("quick", [sys.executable, "-c", "print('hi')"], limit=30)
     assert not steps.run("slow", [sys.executable, "-c", "import time; time.sleep(60)"], limit=1)
     assert steps.records["slow"]["status"] != "ok" and steps.records["slow"]["seconds"] < 30
+    # a stop condition that never comes true gives up at the step's limit, which then ends the process
+    waited = []
+    never = lambda process, until: waited.append(gpu_check.stop_in_stage(process, until, tmp_path / "none", 2))  # noqa: E731
+    assert not steps.run("stuck", [sys.executable, "-c", "import time; time.sleep(60)"], limit=1, stop=never)
+    assert waited and steps.records["stuck"]["seconds"] < 30
     steps.deadline = 0  # the part's budget spent
     assert not steps.run("late", [sys.executable, "-c", "pass"], limit=30)
     assert steps.records["late"]["status"].startswith("skipped")
