@@ -140,6 +140,7 @@ def test_report_opens_with_the_manifests(report):
     assert (out / "report.md").exists()
     headings = re.findall(r"^##? .*", text, flags=re.M)
     assert headings[:3] == [headings[0], "## 1. Runs", "## 2. Comparison"] and headings[0].startswith("# lcia report")
+    assert "Paired differences" not in text  # these runs keep no predictions to pair
     manifests = text[text.index("## 1. Runs") : text.index("## 2. Comparison")]
     for run in runs:
         assert f"run dir: `{run}`" in manifests

@@ -58,8 +58,9 @@ def _t_test(values: list[float], reference: list[float]) -> float | None:
 
 
 def paired_differences(comparison: Comparison, resamples: int = RESAMPLES) -> list[Difference]:
-    """Each setting after the first against the first, paired by seed; empty when the runs do not share their test
-    sets (other tasks or test sizes) or no other setting shares a seed with the first."""
+    """Each setting after the first against the first, paired by seed; a setting is left out when it shares no seed
+    with the first or a run lacks its predictions, and every one when the runs do not share their test sets (other
+    tasks or test sizes)."""
     if comparison.tasks is None or len(comparison.settings) < 2:
         return []
     reference, *others = comparison.settings
@@ -72,8 +73,8 @@ def paired_differences(comparison: Comparison, resamples: int = RESAMPLES) -> li
 def _difference(setting: Setting, reference: Setting, resamples: int) -> Difference | None:
     by_seed = {run.config["seed"]: run for run in reference.runs}
     pairs = [(run, by_seed[run.config["seed"]]) for run in setting.runs if run.config["seed"] in by_seed]
-    if not pairs:
-        return None
+    if not pairs or not all(RunDir(run.path).has("predictions.jsonl") for pair in pairs for run in pair):
+        return None  # nothing to pair, or a run without its per-example scores
     bootstrap = bootstrap_differences([(_scores(a), _scores(b)) for a, b in pairs], n_resamples=resamples)
     metrics = {}
     for name, record in bootstrap.items():
