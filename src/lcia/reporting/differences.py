@@ -75,6 +75,8 @@ def _difference(setting: Setting, reference: Setting, resamples: int) -> Differe
     pairs = [(run, by_seed[run.config["seed"]]) for run in setting.runs if run.config["seed"] in by_seed]
     if not pairs or not all(RunDir(run.path).has("predictions.jsonl") for pair in pairs for run in pair):
         return None  # nothing to pair, or a run without its per-example scores
+    if any(len(a.results["matrix"]) != len(b.results["matrix"]) for a, b in pairs):
+        return None  # a joint run (two rows) has no stages to set against a sequential one's
     bootstrap = bootstrap_differences([(_scores(a), _scores(b)) for a, b in pairs], n_resamples=resamples)
     metrics = {}
     for name, record in bootstrap.items():
