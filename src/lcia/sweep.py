@@ -34,7 +34,8 @@ def sweep_configs(
     return configs
 
 
-def _finished(path: Path) -> bool:
+def finished(path: Path) -> bool:
+    """Whether the run in ``path`` ran to the end (its results hold the metrics)."""
     results = path / "results.json"
     return results.exists() and "metrics" in RunDir(path).read_json("results.json")
 
@@ -51,7 +52,7 @@ def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
         path = Path(cfg.run_dir())
         if (path / "config.yaml").exists() and _saved_config(path) != cfg.model_dump(mode="json"):
             raise input_error("holds a run with another config: choose another --out", file=path)
-        if _finished(path):
+        if finished(path):
             log(f"[{i}/{len(configs)}] {path}: finished, kept")
         else:
             resume = (path / "manifest.json").exists()

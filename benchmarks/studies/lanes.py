@@ -1,0 +1,176 @@
+"""The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` / ``lcia sweep`` commands, continued
+where they stopped.
+
+    python benchmarks/studies/lanes.py 1                    # on a CPU: lane 1's commands in turn, one thread
+    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the lane's runs twelve at a time
+
+* **One command at a time** (the default): each command keeps its finished runs, resumes a stopped one and
+  writes its comparison or report, exactly as typed by hand. Lanes 1 and 2 side by side fill a 2-core machine.
+* ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` / ``lcia sweep`` would run,
+  built by the same functions, so the command keeps them later) runs as a process of its own, N at a time, one
+  thread each: a small model leaves a GPU mostly idle, so N processes share it. ``--deadline`` seconds: no run
+  starts after it and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never
+  lost). A command typed afterwards keeps the finished runs and writes its comparison.
+
+A lane stopped anywhere continues from there when started again. Commit each study's small files as its runs
+finish (adapters and checkpoints are ignored); benchmarks/studies/README.md says what each study is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = "benchmarks/studies"
+NI = ["--set", "training.steps=100", "--set", "data.test_size=50"]
+FOUR = "seq-lora,dema,grouping,lcia"
+FRONTIER = (
+    "seq-lora,ema:beta=0.9,ema:beta=0.97,ema,ema:beta=0.995,dema,dema:multiplier=0.5,dema:multiplier=8,"
+    "dema:preset=paper,dema:preset=scaled,ewc:lam=1e3,ewc,ewc:lam=1e5,grouping,lcia"
+)
+DIVERSE = "grouping:threshold=diverse,similarity=embedding,lcia:threshold=diverse,similarity=embedding"
+
+
+def frontier(rank: int) -> list[str]:
+    """The frontier on ni-cit at LoRA rank ``rank``, alpha = 2 x rank (the default's scale, alpha / r = 2)."""
+    sets = [] if rank == 8 else ["--set", f"lora.r={rank}", "--set", f"lora.alpha={2 * rank}"]
+    out = f"{OUT}/frontier-ni-cit-r{rank}"
+    return ["compare", "configs/ni-cit.yaml", "--methods", FRONTIER, "--seeds", "0", *NI, *sets, "--out", out]
+
+
+NI_CIT = [  # the text studies, in the order they matter: seeds, the frontier at rank 8, orders, larger ranks
+    ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--seeds", "0,1,2", *NI, "--out", f"{OUT}/seeds-ni-cit"],
+    frontier(8),
+    *[["sweep", "configs/ni-cit.yaml", "--set", f"method.name={method}", "--orders", "original,reverse,alphabetical",
+       "--seeds", "0", *NI, "--out", f"{OUT}/orders-ni-cit-{method}"] for method in ("seq-lora", "dema", "lcia")],
+    frontier(32),
+    frontier(128),
+]  # fmt: skip
+LANES = {
+    "1": [
+        [
+            "compare",
+            "configs/coin-mini.yaml",
+            "--methods",
+            f"{FOUR},gem,mrlora",
+            "--seeds",
+            "0,1,2",
+            "--set",
+            "training.steps=100",
+            "--out",
+            f"{OUT}/seeds-coin-mini",
+        ]
+    ],  # fmt: skip
+    "2": [
+        [
+            "compare",
+            "configs/ni-cit.yaml",
+            "--methods",
+            f"seq-lora,dema,{DIVERSE}",
+            "--seeds",
+            "0,1,2",
+            *NI,
+            "--set",
+            "stream=ni-cit-diverse",
+            "--out",
+            f"{OUT}/seeds-ni-cit-diverse",
+        ],
+        *NI_CIT,
+    ],  # fmt: skip
+    "gpu": NI_CIT,
+}
+COMMON = ["--set", "threads=1", "--quiet"]
+
+
+def configs(command: list[str]) -> list:
+    """The run configs of one lane command, as ``lcia compare`` / ``lcia sweep`` build them."""
+    from lcia.cli import build_parser
+    from lcia.compare import compare_configs, split_methods
+    from lcia.config import load_config
+    from lcia.sweep import sweep_configs
+
+    args = build_parser().parse_args(command + COMMON)
+    base, seeds, out = load_config(args.config, args.set), [int(s) for s in args.seeds.split(",")], Path(args.out)
+    if args.command == "compare":
+        return compare_configs(base, split_methods(args.methods), seeds, out)
+    return sweep_configs(base, seeds, args.orders.split(","), [base.stream], out)
+
+
+def lcia(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lcia", *args], cwd=ROOT)
+
+
+def in_turn(lane: list[list[str]]) -> None:
+    for command in lane:
+        if lcia(*command, *COMMON).wait():
+            raise SystemExit(f"stopped: lcia {' '.join(command)} failed")
+
+
+def parallel(name: str, workers: int, deadline: float) -> None:
+    """Every unfinished run of lane ``name`` as a process of its own, ``workers`` at a time, until ``deadline``."""
+    from lcia.models.loading import smollm2_dir
+    from lcia.sweep import finished
+
+    smollm2_dir()  # converted once here, not by every worker at the same time
+    lane = LANES[name]
+    todo = [(c, r, cfg.run_dir()) for c, command in enumerate(lane) for r, cfg in enumerate(configs(command))]
+    todo = [job for job in todo if not finished(Path(job[2]))]
+    print(f"{len(todo)} runs to go, {workers} at a time", flush=True)
+    running: dict[subprocess.Popen, tuple[str, float]] = {}
+    while (todo or running) and time.monotonic() < deadline:
+        while todo and len(running) < workers:
+            c, r, path = todo.pop(0)
+            running[spawn(name, c, r)] = (path, time.monotonic())
+        for process in [p for p in running if p.poll() is not None]:
+            path, started = running.pop(process)
+            print(f"{path}: exit {process.returncode} after {time.monotonic() - started:.0f} s", flush=True)
+        time.sleep(1)
+    for process in running:  # the deadline: each saves a checkpoint and stops
+        process.send_signal(signal.SIGTERM)
+    grace = time.monotonic() + 30
+    for process, (path, _) in running.items():
+        try:
+            process.wait(timeout=max(0.0, grace - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        print(f"{path}: stopped at the deadline", flush=True)
+
+
+def spawn(name: str, c: int, r: int) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, __file__, name, "--one", f"{c},{r}"], cwd=ROOT, env=env)
+
+
+def one(lane: list[list[str]], which: str) -> None:
+    """Run (or resume) one run of the lane: command ``c``'s run ``r``."""
+    from lcia.sweep import run_or_resume
+
+    c, r = map(int, which.split(","))
+    run_or_resume([configs(lane[c])[r]], progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lane", choices=LANES)
+    parser.add_argument("--parallel", type=int, default=0, help="runs at a time, each a process (default: in turn)")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds: with --parallel, stop there")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker of --parallel: "command,run"
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    lane = LANES[args.lane]
+    if args.one:
+        one(lane, args.one)
+    elif args.parallel:
+        parallel(args.lane, args.parallel, time.monotonic() + (args.deadline or float("inf")))
+    else:
+        in_turn(lane)
+
+
+if __name__ == "__main__":
+    main()
