@@ -12,7 +12,9 @@ in two parts, since one device command carries at most 64 MiB):
 
    Part 1 with no budget only installs the wheels and unpacks the data. This script joins the model, runs the
    lane's runs ``--parallel`` at a time until ``--deadline`` seconds, and writes each study's finished runs
-   (their small files, as committed) as ``<study>.tar.gz`` into ``--out``, beside its log.
+   (their small files, as committed) as ``<study>.tar.gz`` into ``--out``, beside its log. Give it the lease's
+   whole time: another call, even on the still-held machine, gets a fresh copy of the working tree, in which
+   the first call's runs are gone (they live on only in the tars) and its stopped runs start again.
 3. Here: ``python benchmarks/gpu_studies.py --unpack <folder of the tars>`` adds those runs to the studies under
    benchmarks/studies/ (a run already finished here is kept); each study's own command then keeps them and
    writes its comparison.
