@@ -48,11 +48,11 @@ def finished(run: Path) -> bool:
     return results.exists() and "metrics" in json.loads(results.read_text())
 
 
-def pack(study: Path, target: Path) -> int:
+def pack(study: Path, target: Path, root: Path = ROOT) -> int:
     """The study's finished runs' small files (and its own top-level files) as a gzipped tar; returns the runs."""
-    runs = [run for run in sorted((ROOT / study).glob("*")) if run.is_dir() and finished(run)]
+    runs = [run for run in sorted((root / study).glob("*")) if run.is_dir() and finished(run)]
     with tarfile.open(target, "w:gz") as tar:
-        for path in sorted((ROOT / study).glob("*")):
+        for path in sorted((root / study).glob("*")):
             if path.is_file():
                 tar.add(path, arcname=str(study / path.name))
         for run in runs:
@@ -62,17 +62,17 @@ def pack(study: Path, target: Path) -> int:
     return len(runs)
 
 
-def unpack(folder: Path) -> None:
+def unpack(folder: Path, root: Path = ROOT) -> None:
     """Each ``<study>.tar.gz`` into benchmarks/studies/, leaving runs already finished here as they are."""
     for archive in sorted(folder.glob("*.tar.gz")):
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             runs = {Path(*Path(m.name).parts[:4]) for m in members if len(Path(m.name).parts) > 4}
-            new = [run for run in runs if not finished(ROOT / run)]
+            new = [run for run in runs if not finished(root / run)]
             for run in new:
-                shutil.rmtree(ROOT / run, ignore_errors=True)  # a stopped run's partial files
+                shutil.rmtree(root / run, ignore_errors=True)  # a stopped run's partial files
             keep = [m for m in members if len(Path(m.name).parts) == 4 or Path(*Path(m.name).parts[:4]) in new]
-            tar.extractall(ROOT, members=keep, filter="data")
+            tar.extractall(root, members=keep, filter="data")
         print(f"{archive.name}: {len(new)} runs added, {len(runs) - len(new)} kept as they were here")
 
 

@@ -1,0 +1,75 @@
+"""The committed studies and the scripts that continue them: every committed run is one its lane's command keeps
+(the same config, so a study continues on any machine), and the GPU's tars bring back finished runs only,
+without touching a run already finished here."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcia.sweep import _saved_config, finished
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def lanes():
+    return load("lanes", BENCHMARKS / "studies" / "lanes.py")
+
+
+@pytest.fixture(scope="module")
+def gpu_studies():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return load("gpu_studies", BENCHMARKS / "gpu_studies.py")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_every_committed_run_of_a_lane_is_one_its_command_keeps(lanes, monkeypatch):
+    monkeypatch.chdir(lanes.ROOT)  # the commands' --out are relative to the repository
+    committed = 0
+    for command in {tuple(c) for lane in lanes.LANES.values() for c in lane}:
+        for cfg in lanes.configs(list(command)):
+            path = Path(cfg.run_dir())
+            if finished(path):
+                assert _saved_config(path) == cfg.model_dump(mode="json"), path
+                committed += 1
+    assert committed >= 12  # seeds-ni-cit at least
+
+
+def test_the_gpu_lane_is_lane_2s_text_studies(lanes):
+    assert lanes.LANES["gpu"] == lanes.LANES["2"][1:]
+    assert all("ni-cit-diverse" not in " ".join(command) for command in lanes.LANES["gpu"])  # needs the embedder
+
+
+def fake_run(path: Path, done: bool, text: str = "here") -> None:
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "checkpoints" / "state.safetensors").write_text("weights")
+    (path / "predictions.jsonl.gz").write_text(text)
+    (path / "results.json").write_text(json.dumps({"metrics": {}} if done else {"rows": []}))
+
+
+def test_the_tars_bring_back_finished_runs_without_weights_and_keep_runs_finished_here(gpu_studies, tmp_path):
+    study = Path("benchmarks/studies/s")
+    device, here = tmp_path / "device", tmp_path / "here"
+    fake_run(device / study / "a-seed0", done=True, text="device")
+    fake_run(device / study / "b-seed0", done=False, text="device")
+    fake_run(device / study / "c-seed0", done=True, text="device")
+    assert gpu_studies.pack(study, tmp_path / "s.tar.gz", root=device) == 2
+    fake_run(here / study / "a-seed0", done=False)  # stopped here: replaced by the device's finished run
+    fake_run(here / study / "c-seed0", done=True)  # finished here: kept as it is
+    gpu_studies.unpack(tmp_path, root=here)
+    assert (here / study / "a-seed0" / "predictions.jsonl.gz").read_text() == "device"
+    assert not (here / study / "a-seed0" / "checkpoints").exists()  # weights stay on the device
+    assert not (here / study / "b-seed0").exists()
+    assert (here / study / "c-seed0" / "predictions.jsonl.gz").read_text() == "here"
