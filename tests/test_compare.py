@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
 from scipy import stats
 
 from lcia.cli import main
-from lcia.compare import compare_configs, parse_method, run_compare, split_methods
+from lcia.compare import compare_configs, parse_method, run_compare, split_methods, write_comparison
 from lcia.errors import LciaError
 from lcia.pipeline.run_files import RunDir
 
@@ -178,3 +179,14 @@ def test_a_packed_run_reads_reports_and_resumes_as_a_plain_one(tiny_config, tmp_
     assert again.matrix == result.matrix
     assert sorted(p.name for p in run.path.glob("*.jsonl*")) == names
     assert {name: run.read_jsonl(name) for name in names} == plain
+
+
+def test_a_joint_run_is_left_out_of_the_paired_differences(tmp_path):
+    """multitask trains all tasks in one stage (a two-row matrix): no stage of it pairs with a sequential run's."""
+    study = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "compare-coin-mini"
+    runs = [str(study / f"{name}-seed0") for name in ("seq-lora", "multitask", "gem")]
+    write_comparison(runs, tmp_path)
+    record = json.loads((tmp_path / "comparison.json").read_text())
+    assert [s["method"] for s in record["settings"]] == ["seq-lora", "multitask", "gem"]
+    assert [d["setting"] for d in record["differences"]] == ["gem"]
+    assert record["differences"][0]["metrics"]["Avg.ACC"]["difference"] == pytest.approx(0.836 - 0.259, abs=2e-3)
