@@ -44,11 +44,14 @@ def frontier(rank: int) -> list[str]:
     return ["compare", "configs/ni-cit.yaml", "--methods", FRONTIER, "--seeds", "0", *NI, *sets, "--out", out]
 
 
-NI_CIT = [  # the text studies, in the order they matter: seeds, the frontier at rank 8, orders, larger ranks
-    ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--seeds", "0,1,2", *NI, "--out", f"{OUT}/seeds-ni-cit"],
+# every method; inflora collects its layer inputs over what 100 steps of 8 train on, as on coin-mini over 40 x 8
+OTHERS = "zero-shot,multitask,ewc,l2,lwf,replay,olora,moelora,ema,reglora,hide,inflora:samples=800,ilora,mrlora,gem"
+NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, orders, every method, larger ranks
     frontier(8),
     *[["sweep", "configs/ni-cit.yaml", "--set", f"method.name={method}", "--orders", "original,reverse,alphabetical",
        "--seeds", "0", *NI, "--out", f"{OUT}/orders-ni-cit-{method}"] for method in ("seq-lora", "dema", "lcia")],
+    ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
+     "--out", f"{OUT}/seeds-ni-cit"],  # its first four finished (H200)
     frontier(32),
     frontier(128),
 ]  # fmt: skip
