@@ -49,7 +49,7 @@ OTHERS = "zero-shot,multitask,ewc,l2,lwf,replay,olora,moelora,ema,reglora,hide,i
 NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, orders, every method, larger ranks
     frontier(8),
     *[["sweep", "configs/ni-cit.yaml", "--set", f"method.name={method}", "--orders", "original,reverse,alphabetical",
-       "--seeds", "0", *NI, "--out", f"{OUT}/orders-ni-cit-{method}"] for method in ("seq-lora", "dema", "lcia")],
+       "--seeds", "0", *NI, "--out", f"{OUT}/orders-ni-cit-{method}"] for method in FOUR.split(",")],
     ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
      "--out", f"{OUT}/seeds-ni-cit"],  # its first four finished (H200)
     frontier(32),
