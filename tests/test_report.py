@@ -13,7 +13,8 @@ from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS, compute_metrics
 from lcia.pipeline.run_files import RunDir
 from lcia.reporting.figures import frontier
-from lcia.reporting.report import default_out_dir, write_report
+from lcia.reporting.report import default_out_dir, frontier_section, write_report
+from lcia.reporting.runs import compare, group_settings, load_run
 
 TASKS = ["add", "plural", "intent"]
 
@@ -249,6 +250,18 @@ def test_the_frontier_keeps_the_settings_no_other_beats_on_both():
     # (New.ACC, Forgetting): higher plasticity and lower forgetting are both better
     points = [(0.7, 0.40), (0.6, 0.10), (0.65, 0.40), (0.6, 0.20), (0.7, 0.40), (0.5, 0.05)]
     assert frontier(points) == [5, 1, 0, 4]  # (0.65, 0.40) and (0.6, 0.20) are beaten; equal points both stay
+
+
+def test_the_frontier_section_names_who_beats_each_setting_below_it():
+    """On the committed coin-mini study: gem forgets least and seq-lora is the most plastic; lcia is beaten by gem
+    and by ewc (both more plastic and more stable), ewc by gem; the joint run (no New.ACC) is left out."""
+    study = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "compare-coin-mini"
+    runs = [load_run(study / f"{name}-seed0") for name in ("seq-lora", "gem", "lcia", "ewc", "multitask")]
+    section = frontier_section(compare(group_settings(runs)))
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()}
+    assert "on the frontier" in rows["seq-lora"] and "on the frontier" in rows["gem"]
+    assert rows["lcia"].endswith("| below: gem, ewc |")  # seq-lora is more plastic but forgets more than lcia
+    assert rows["ewc"].endswith("| below: gem |") and "multitask" not in rows
 
 
 def test_one_setting_draws_no_frontier(tmp_path):

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from lcia.config import RunConfig, parse_value
 from lcia.errors import LciaError
 from lcia.reporting.differences import differences_section, paired_differences
-from lcia.reporting.report import comparison_section, definitions_section, write_report
+from lcia.reporting.report import comparison_section, definitions_section, frontier_section, write_report
 from lcia.reporting.runs import Comparison, compare, group_settings, label_runs, load_run
 from lcia.sweep import run_or_resume
 from lcia.yamlfile import validation_error
@@ -146,6 +146,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
         f"lr {training['lr']}; every run differs from the others only in its method and seed.",
         comparison_section(comparison, heading="## Results"),
         differences_section(comparison, differences, "## Paired differences"),
+        frontier_section(comparison, "## The stability-plasticity frontier"),
         "## Time\n\n" + times,
         definitions_section().replace("## 3. Metric definitions", "## Metric definitions"),
         "The full report of every run: report.md.",

@@ -153,6 +153,33 @@ def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison"
     )
 
 
+def frontier_section(comparison: Comparison, heading: str = "### The stability-plasticity frontier") -> str:
+    """The frontier figure in words: which settings no other beats on both plasticity and stability (by their
+    means), and for each of the others, the settings that beat it."""
+    points = [
+        (s.label, p.mean, f.mean)
+        for s, p, f in zip(comparison.settings, comparison.cells["New.ACC"], comparison.cells["Forgetting"])
+        if p is not None and f is not None
+    ]
+    if len(points) < 2:
+        return ""
+    front = set(figures.frontier([(x, y) for _, x, y in points]))
+    rows = []
+    for i, (label, x, y) in enumerate(points):
+        better = [other for other, u, v in points if u >= x and v <= y and (u, v) != (x, y)]
+        rows.append([label, f"{x:.3f}", f"{y:.3f}", "on the frontier" if i in front else "below: " + ", ".join(better)])
+    return "\n\n".join(
+        [
+            heading,
+            "Forgetting against New.ACC by each setting's mean. A setting is below the frontier when another is at "
+            "least as plastic (New.ACC) and at least as stable (Forgetting), and better in one; the settings that "
+            "so beat it are listed. Means only: whether a gap lies beyond the noise is for the error bars "
+            "(figures/frontier.png) and the paired differences to say.",
+            markdown_table(["setting", "New.ACC", "Forgetting", "place"], rows),
+        ]
+    )
+
+
 def definitions_section() -> str:
     return "\n\n".join(
         [
@@ -229,6 +256,7 @@ def markdown_report(runs: list[Run], comparison: Comparison, figure_links: dict)
         *(manifest_block(run) for run in runs),
         comparison_section(comparison),
         differences_section(comparison, paired_differences(comparison), "### Paired differences"),
+        frontier_section(comparison),
         definitions_section(),
         "## 4. Per run",
         *(run_section(run) for run in runs),
