@@ -22,8 +22,9 @@ demo: setup
 	$(BIN)/lcia run --overwrite
 
 # Two workers (pytest-xdist), one thread each: the tiny model's runs are Python-bound (tests/conftest.py).
+# The 25 slowest tests are listed at the end: where the suite's time goes, in every CI log.
 test: setup
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q -n 2 -m "not slow"
