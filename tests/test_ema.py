@@ -182,6 +182,8 @@ def test_dema_in_the_loop_with_accumulation_matches_the_formulas(tiny_lora, pres
         coefficients, ema = reference(PRESETS[preset], recording.thetas[name], recording.grads[name])
         assert p.detach().flatten().tolist() == pytest.approx(ema, rel=1e-4, abs=1e-6)  # swapped in at the end
     assert [(n, r["step"]) for n, r in emitted] == [("ema_coefficients", 2), ("ema_coefficients", 4)]
+    logged = [v for _, r in emitted for v in r["coefficient"].values()]
+    assert logged and all(v == float(f"{v:.5g}") for v in logged)  # five significant digits: half the log's size
     counts = method.summary()["per_stage"][0]
     assert counts["updates"] == 4 * len(trained) == counts["inside"] + counts["out_of_range"] + counts["nonfinite"]
 
