@@ -55,39 +55,11 @@ NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8,
     frontier(32),
     frontier(128),
 ]  # fmt: skip
-LANES = {
-    "1": [
-        [
-            "compare",
-            "configs/coin-mini.yaml",
-            "--methods",
-            f"{FOUR},gem,mrlora",
-            "--seeds",
-            "0,1,2",
-            "--set",
-            "training.steps=100",
-            "--out",
-            f"{OUT}/seeds-coin-mini",
-        ]
-    ],  # fmt: skip
-    "2": [
-        [
-            "compare",
-            "configs/ni-cit.yaml",
-            "--methods",
-            f"seq-lora,dema,{DIVERSE}",
-            "--seeds",
-            "0,1,2",
-            *NI,
-            "--set",
-            "stream=ni-cit-diverse",
-            "--out",
-            f"{OUT}/seeds-ni-cit-diverse",
-        ],
-        *NI_CIT,
-    ],  # fmt: skip
-    "gpu": NI_CIT,
-}
+COIN_SEEDS = ["compare", "configs/coin-mini.yaml", "--methods", f"{FOUR},gem,mrlora", "--seeds", "0,1,2",
+              "--set", "training.steps=100", "--out", f"{OUT}/seeds-coin-mini"]  # fmt: skip
+DIVERSE_SEEDS = ["compare", "configs/ni-cit.yaml", "--methods", f"seq-lora,dema,{DIVERSE}", "--seeds", "0,1,2", *NI,
+                 "--set", "stream=ni-cit-diverse", "--out", f"{OUT}/seeds-ni-cit-diverse"]  # fmt: skip
+LANES = {"1": [COIN_SEEDS], "2": [DIVERSE_SEEDS, *NI_CIT], "gpu": NI_CIT}  # gpu: the text studies (no embedder)
 COMMON = ["--set", "threads=1", "--quiet"]
 
 
