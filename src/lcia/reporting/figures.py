@@ -146,13 +146,16 @@ def settings_comparison_bars(labels: list[str], values: dict, errors: dict, titl
     return save_figure(figure, path)
 
 
+def beaten_by(points: list[tuple[float, float]], i: int) -> list[int]:
+    """Indices of the points that beat point ``i`` on both: x higher or equal, y lower or equal, one strictly."""
+    x, y = points[i]
+    return [j for j, (u, v) in enumerate(points) if u >= x and v <= y and (u, v) != (x, y)]
+
+
 def frontier(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points that no other point beats on both (x higher or equal, y lower or equal, one
-    strictly): the stability-plasticity frontier when x is New.ACC and y Forgetting, in order of x."""
-    beaten = lambda i: any(  # noqa: E731
-        (xj >= points[i][0] and yj <= points[i][1]) and (xj, yj) != points[i] for xj, yj in points
-    )
-    return sorted((i for i in range(len(points)) if not beaten(i)), key=lambda i: points[i])
+    """Indices of the points that no other point beats on both: the stability-plasticity frontier when x is
+    New.ACC and y Forgetting, in order of x."""
+    return sorted((i for i in range(len(points)) if not beaten_by(points, i)), key=lambda i: points[i])
 
 
 def stability_plasticity(labels: list[str], plasticity: list, forgetting: list, title: str, path: Path) -> Path:

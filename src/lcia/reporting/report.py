@@ -163,11 +163,10 @@ def frontier_section(comparison: Comparison, heading: str = "### The stability-p
     ]
     if len(points) < 2:
         return ""
-    front = set(figures.frontier([(x, y) for _, x, y in points]))
-    rows = []
+    xy, rows = [(x, y) for _, x, y in points], []
     for i, (label, x, y) in enumerate(points):
-        better = [other for other, u, v in points if u >= x and v <= y and (u, v) != (x, y)]
-        rows.append([label, f"{x:.3f}", f"{y:.3f}", "on the frontier" if i in front else "below: " + ", ".join(better)])
+        better = [points[j][0] for j in figures.beaten_by(xy, i)]
+        rows.append([label, f"{x:.3f}", f"{y:.3f}", "below: " + ", ".join(better) if better else "on the frontier"])
     return "\n\n".join(
         [
             heading,
