@@ -47,8 +47,8 @@ def test_every_committed_run_of_a_lane_is_one_its_command_keeps(lanes, monkeypat
     assert committed >= 12  # seeds-ni-cit at least
 
 
-def test_the_gpu_lane_is_lane_2s_text_studies(lanes):
-    assert lanes.LANES["gpu"] == lanes.LANES["2"][1:]
+def test_the_gpu_lane_is_the_cpu_lanes_text_studies(lanes):
+    assert lanes.LANES["gpu"] == lanes.LANES["cpu"][2:]
     assert all("ni-cit-diverse" not in " ".join(command) for command in lanes.LANES["gpu"])  # needs the embedder
 
 

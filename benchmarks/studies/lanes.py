@@ -1,16 +1,18 @@
 """The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` / ``lcia sweep`` commands, continued
 where they stopped.
 
-    python benchmarks/studies/lanes.py 1                    # on a CPU: lane 1's commands in turn, one thread
-    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the lane's runs twelve at a time
+    python benchmarks/studies/lanes.py cpu --parallel 2     # on a 2-core CPU: every study, two runs at a time
+    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the text studies, twelve runs at a time
+    python benchmarks/studies/lanes.py cpu                  # the lane's commands in turn, one thread
 
-* **One command at a time** (the default): each command keeps its finished runs, resumes a stopped one and
-  writes its comparison or report, exactly as typed by hand. Lanes 1 and 2 side by side fill a 2-core machine.
 * ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` / ``lcia sweep`` would run,
   built by the same functions, so the command keeps them later) runs as a process of its own, N at a time, one
-  thread each: a small model leaves a GPU mostly idle, so N processes share it. ``--deadline`` seconds: no run
-  starts after it and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never
-  lost). A command typed afterwards keeps the finished runs and writes its comparison.
+  thread each. On a CPU, one queue for every core: no core waits while another study still has runs to go. On
+  a GPU, a small model leaves it mostly idle, so N processes share it. ``--deadline`` seconds: no run starts
+  after it and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never lost).
+  A study's command typed afterwards keeps its finished runs and writes its comparison.
+* **One command at a time** (the default): each command keeps its finished runs, resumes a stopped one and
+  writes its comparison or report, exactly as typed by hand; one core.
 
 A lane stopped anywhere continues from there when started again. Commit each study's small files as its runs
 finish (adapters and checkpoints are ignored); benchmarks/studies/README.md says what each study is for.
@@ -59,7 +61,7 @@ COIN_SEEDS = ["compare", "configs/coin-mini.yaml", "--methods", f"{FOUR},gem,mrl
               "--set", "training.steps=100", "--out", f"{OUT}/seeds-coin-mini"]  # fmt: skip
 DIVERSE_SEEDS = ["compare", "configs/ni-cit.yaml", "--methods", f"seq-lora,dema,{DIVERSE}", "--seeds", "0,1,2", *NI,
                  "--set", "stream=ni-cit-diverse", "--out", f"{OUT}/seeds-ni-cit-diverse"]  # fmt: skip
-LANES = {"1": [COIN_SEEDS], "2": [DIVERSE_SEEDS, *NI_CIT], "gpu": NI_CIT}  # gpu: the text studies (no embedder)
+LANES = {"cpu": [COIN_SEEDS, DIVERSE_SEEDS, *NI_CIT], "gpu": NI_CIT}  # gpu: the text studies (no embedder)
 COMMON = ["--set", "threads=1", "--quiet"]
 
 
