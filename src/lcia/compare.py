@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from lcia.config import RunConfig, parse_value
 from lcia.errors import LciaError
+from lcia.reporting.curves import curve_gaps, curves_section
 from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.report import comparison_section, definitions_section, frontier_section, write_report
 from lcia.reporting.runs import Comparison, compare, group_settings, label_runs, load_run
@@ -130,7 +131,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     """
     runs = label_runs([load_run(Path(path)) for path in run_dirs])
     comparison = compare(group_settings(runs))
-    differences = paired_differences(comparison)
+    differences, gaps = paired_differences(comparison), curve_gaps(comparison)
     config = runs[0].config
     training = config["training"]
     times = "\n".join(
@@ -147,13 +148,17 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
         comparison_section(comparison, heading="## Results"),
         differences_section(comparison, differences, "## Paired differences"),
         frontier_section(comparison, "## The stability-plasticity frontier"),
+        curves_section(comparison, gaps, "## Against each method's curve"),
         "## Time\n\n" + times,
         definitions_section().replace("## 3. Metric definitions", "## Metric definitions"),
         "The full report of every run: report.md.",
     ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text("\n\n".join(part for part in parts if part) + "\n", encoding="utf-8")
-    record = comparison_record(comparison) | {"differences": [dataclasses.asdict(d) for d in differences]}
+    record = comparison_record(comparison) | {
+        "differences": [dataclasses.asdict(d) for d in differences],
+        "curve_gaps": [dataclasses.asdict(gap) | {"verdict": gap.verdict()} for gap in gaps],
+    }
     (out / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out / "comparison.md"
 

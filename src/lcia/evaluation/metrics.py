@@ -252,6 +252,18 @@ def bootstrap_metrics(
     return intervals
 
 
+def resampled_metrics(
+    scores: Sequence[Sequence[Sequence[float]]], names: Sequence[str], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray | None]:
+    """Each metric of ``names`` on each of ``n_resamples`` resampled test sets, ``None`` where undefined.
+
+    The draws of :func:`bootstrap_metrics`: runs over the same test sets, resampled with the same ``seed``, are
+    scored on the same examples, so a quantity computed from several runs' metrics can be resampled too.
+    """
+    boot, T, joint = _resampled(scores, n_resamples, seed)
+    return {name: _KERNELS[name][0](boot) if _defined(name, T, joint) else None for name in names}
+
+
 def bootstrap_differences(
     pairs: Sequence[tuple[Sequence[Sequence[Sequence[float]]], Sequence[Sequence[Sequence[float]]]]],
     n_resamples: int = 1000,

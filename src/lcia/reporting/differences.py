@@ -22,7 +22,7 @@ from scipy import stats
 
 from lcia.evaluation.metrics import bootstrap_differences
 from lcia.pipeline.run_files import RunDir
-from lcia.reporting.runs import Comparison, Run, Setting
+from lcia.reporting.runs import Comparison, Setting
 from lcia.reporting.tables import markdown_table
 
 SHOWN = ("Avg.ACC", "New.ACC", "Forgetting")  # the headline, plasticity and stability
@@ -44,13 +44,6 @@ class Difference:
         return (low > 0 or high < 0) and seeds_agree
 
 
-def _scores(run: Run, cache: dict) -> list[list[list[float]]]:
-    """The run's per-example scores, read once however many settings are set against it (the reference's)."""
-    if run.path not in cache:
-        cache[run.path] = RunDir(run.path).per_example_scores(run.results["tasks"], len(run.results["matrix"]))
-    return cache[run.path]
-
-
 def _t_test(values: list[float], reference: list[float]) -> float | None:
     """The paired t-test's two-sided p over the seeds; None under two seeds or when every difference is equal."""
     if len(values) < 2:
@@ -69,18 +62,18 @@ def paired_differences(comparison: Comparison, resamples: int = RESAMPLES) -> li
     sizes = {json.dumps(run.results.get("n_test"), sort_keys=True) for s in comparison.settings for run in s.runs}
     if len(sizes) != 1:
         return []
-    cache: dict = {}
-    return [d for d in (_difference(setting, reference, resamples, cache) for setting in others) if d is not None]
+    return [d for d in (_difference(setting, reference, resamples) for setting in others) if d is not None]
 
 
-def _difference(setting: Setting, reference: Setting, resamples: int, cache: dict) -> Difference | None:
+def _difference(setting: Setting, reference: Setting, resamples: int) -> Difference | None:
     by_seed = {run.config["seed"]: run for run in reference.runs}
     pairs = [(run, by_seed[run.config["seed"]]) for run in setting.runs if run.config["seed"] in by_seed]
     if not pairs or not all(RunDir(run.path).has("predictions.jsonl") for pair in pairs for run in pair):
         return None  # nothing to pair, or a run without its per-example scores
     if any(len(a.results["matrix"]) != len(b.results["matrix"]) for a, b in pairs):
         return None  # a joint run (two rows) has no stages to set against a sequential one's
-    bootstrap = bootstrap_differences([(_scores(a, cache), _scores(b, cache)) for a, b in pairs], n_resamples=resamples)
+    grids = [(a.example_scores(), b.example_scores()) for a, b in pairs]
+    bootstrap = bootstrap_differences(grids, n_resamples=resamples)
     metrics = {}
     for name, record in bootstrap.items():
         if record is not None:

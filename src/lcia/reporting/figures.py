@@ -158,21 +158,31 @@ def frontier(points: list[tuple[float, float]]) -> list[int]:
     return sorted((i for i in range(len(points)) if not beaten_by(points, i)), key=lambda i: points[i])
 
 
-def stability_plasticity(labels: list[str], plasticity: list, forgetting: list, title: str, path: Path) -> Path:
+def stability_plasticity(
+    labels: list[str], plasticity: list, forgetting: list, title: str, path: Path, methods: list[str] | None = None
+) -> Path:
     """Forgetting against New.ACC, one point per setting with its error bars, the frontier joined by a line.
 
     ``plasticity[k]`` and ``forgetting[k]`` are setting k's (value, (low, high) or None), or None where the
-    metric is undefined (the setting is then left out)."""
-    kept = [(label, p, f) for label, p, f in zip(labels, plasticity, forgetting) if p is not None and f is not None]
+    metric is undefined (the setting is then left out). ``methods[k]``, where given, is setting k's method: the
+    points take its colour, and a method in two or more settings has its own curve (``lcia.reporting.curves``)."""
+    kept = [(k, label, p, f) for k, (label, p, f) in enumerate(zip(labels, plasticity, forgetting)) if p and f]
+    methods = methods or labels
+    colors = dict(zip(dict.fromkeys(methods[k] for k, *_ in kept), _task_colors(len(kept))))
     figure = new_figure(7.0, 5.5)
     ax = figure.add_subplot()
-    for label, (x, x_bar), (y, y_bar) in kept:
+    for k, label, (x, x_bar), (y, y_bar) in kept:
         x_low, x_high = x_bar or (x, x)
         y_low, y_high = y_bar or (y, y)
-        ax.errorbar(x, y, xerr=[[x - x_low], [x_high - x]], yerr=[[y - y_low], [y_high - y]], fmt="o", capsize=3)
+        ax.errorbar(x, y, xerr=[[x - x_low], [x_high - x]], yerr=[[y - y_low], [y_high - y]], fmt="o", capsize=3,
+                    color=colors[methods[k]])  # fmt: skip
         ax.annotate(textwrap.fill(label, 22), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
-    on_front = frontier([(p[0], f[0]) for _, p, f in kept])
-    ax.plot([kept[i][1][0] for i in on_front], [kept[i][2][0] for i in on_front], color="gray", linestyle="--",
+    for method, color in colors.items():
+        own = [(p[0], f[0]) for k, _, p, f in kept if methods[k] == method]
+        if len(own) >= 2:
+            ax.plot(*zip(*(own[i] for i in frontier(own))), color=color, linewidth=1.2, label=f"{method}'s curve")
+    on_front = frontier([(p[0], f[0]) for _, _, p, f in kept])
+    ax.plot([kept[i][2][0] for i in on_front], [kept[i][3][0] for i in on_front], color="gray", linestyle="--",
             linewidth=1, label="frontier: no setting is both more plastic and more stable")  # fmt: skip
     ax.set_xlabel("New.ACC (plasticity: each task just after training on it)")
     ax.set_ylabel("Forgetting (lower is more stable)")

@@ -21,6 +21,7 @@ from lcia.errors import LciaError
 from lcia.evaluation.metrics import METRICS
 from lcia.methods import method_class
 from lcia.reporting import figures
+from lcia.reporting.curves import curve_gaps, curves_section, method_of
 from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.runs import (
     Comparison,
@@ -256,6 +257,7 @@ def markdown_report(runs: list[Run], comparison: Comparison, figure_links: dict)
         comparison_section(comparison),
         differences_section(comparison, paired_differences(comparison), "### Paired differences"),
         frontier_section(comparison),
+        curves_section(comparison, curve_gaps(comparison), "### Against each method's curve"),
         definitions_section(),
         "## 4. Per run",
         *(run_section(run) for run in runs),
@@ -325,7 +327,8 @@ def draw_frontier(comparison: Comparison, path: Path) -> Path | None:
         return None
     title = "Forgetting against New.ACC per setting\n(error bars: std over seeds, or the 95% bootstrap CI of one seed)"
     labels = [s.label for s in comparison.settings]
-    return figures.stability_plasticity(labels, plasticity, forgetting, title, path)
+    methods = [method_of(s) for s in comparison.settings]
+    return figures.stability_plasticity(labels, plasticity, forgetting, title, path, methods)
 
 
 def draw_routing(run: Run, path: Path) -> Path | None:

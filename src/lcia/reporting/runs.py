@@ -30,6 +30,7 @@ class Run:
     results: dict
     label: str = ""  # unique in the report: the directory name (with its parents' where two collide)
     _jsonl: dict[str, list[dict]] = field(default_factory=dict, repr=False)
+    _scores: list | None = field(default=None, repr=False)
 
     @property
     def slug(self) -> str:
@@ -41,6 +42,12 @@ class Run:
             run = RunDir(self.path)
             self._jsonl[name] = run.read_jsonl(name) if run.has(name) else []
         return self._jsonl[name]
+
+    def example_scores(self) -> list[list[list[float]]]:
+        """``scores[row][task]``: the per-example scores of predictions.jsonl, read once however often asked."""
+        if self._scores is None:
+            self._scores = RunDir(self.path).per_example_scores(self.results["tasks"], len(self.results["matrix"]))
+        return self._scores
 
     def stage_spans(self) -> list[tuple[int, int, str]]:
         """(steps before, steps at the end, label) of each stage: from the manifest's timings, else the config
