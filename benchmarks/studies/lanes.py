@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker of --parallel: "command,run"
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
+    from lcia.core.runtime import offline_and_quiet
+
+    offline_and_quiet()  # what `lcia` sets first: offline, and no import-time noise from bitsandbytes
     lane = LANES[args.lane]
     if args.one:
         one(lane, args.one)
