@@ -190,3 +190,51 @@ def test_a_joint_run_is_left_out_of_the_paired_differences(tmp_path):
     assert [s["method"] for s in record["settings"]] == ["seq-lora", "multitask", "gem"]
     assert [d["setting"] for d in record["differences"]] == ["gem"]
     assert record["differences"][0]["metrics"]["Avg.ACC"]["difference"] == pytest.approx(0.836 - 0.259, abs=2e-3)
+
+
+def test_orders_name_their_runs_and_change_nothing_but_the_order(tiny_config, tmp_path):
+    configs = compare_configs(tiny_config, ["seq-lora", "lcia"], [0], tmp_path, ["original", "reverse"])
+    assert [(c.method.name, c.data.order, Path(c.run_dir()).name) for c in configs] == [
+        ("seq-lora", "original", "seq-lora-seed0"),  # the stream's own order: the name of a plain compare's run
+        ("lcia", "original", "lcia-seed0"),
+        ("seq-lora", "reverse", "seq-lora-reverse-seed0"),
+        ("lcia", "reverse", "lcia-reverse-seed0"),
+    ]
+
+
+def test_orders_are_replicates_paired_by_seed_and_order(tmp_path):
+    """Two methods over two task orders (seed 0): the orders pool like seeds, each task's final score is read by
+    its name whatever its column, and each lcia run pairs with seq-lora's of the same order."""
+    from test_report import make_run
+
+    from lcia.reporting.report import write_report
+
+    ends = {  # (method, order): the last row, in training order (original: a, b; reverse: b, a)
+        ("seq-lora", "original"): [0.2, 0.8],  # Avg.ACC 0.50
+        ("seq-lora", "reverse"): [0.3, 0.8],  # 0.55; task b ends at 0.3, a at 0.8
+        ("lcia", "original"): [0.7, 0.8],  # 0.75: +0.25 on seq-lora
+        ("lcia", "reverse"): [0.6, 0.8],  # 0.70: +0.15
+    }
+    runs = []
+    for (method, order), end in ends.items():
+        tasks = ["a", "b"] if order == "original" else ["b", "a"]
+        suffix = "" if order == "original" else f"-{order}"
+        matrix = [[0.0, 0.0], [0.8, 0.0], end]
+        path = tmp_path / f"{method}{suffix}-seed0"
+        runs.append(str(make_run(path, method, matrix=matrix, tasks=tasks, order=order, examples=20).path))
+    text = write_comparison(runs, tmp_path / "out", command=["lcia", "compare"]).read_text()
+    record = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    seq, lcia = record["settings"]
+    assert seq["orders"] == ["original", "reverse"] and seq["seeds"] == [0, 0]
+    assert seq["cells"]["Avg.ACC"]["values"] == pytest.approx([0.5, 0.55])
+    assert seq["cells"]["a"]["values"] == pytest.approx([0.2, 0.8]) and lcia["cells"]["b"]["mean"] == pytest.approx(0.7)
+    (difference,) = record["differences"]
+    assert difference["orders"] == ["original", "reverse"]
+    avg = difference["metrics"]["Avg.ACC"]
+    assert avg["difference"] == pytest.approx(0.20)
+    assert avg["t_test_p"] == pytest.approx(stats.ttest_rel([0.75, 0.70], [0.50, 0.55]).pvalue)
+    assert "| lcia | 2 (0, reverse 0) | +0.200 [" in text and "; orders p " in text
+    assert "Task orders count as seeds here" in text
+    report = write_report(runs, tmp_path / "report").read_text()  # lcia report keeps each order a setting
+    assert "# lcia report: 4 runs, 4 settings" in report and "| lcia [data.order=reverse] | 1 (reverse 0) |" in report
+    assert "data.order" not in text

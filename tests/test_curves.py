@@ -43,16 +43,7 @@ def two_task_run(path, method, params, seed, first, first_at_end, second):
     ``first_at_end`` at the end, task 2 ``second`` (New.ACC the mean of first and second, Forgetting first -
     first_at_end)."""
     matrix = [[0.0, 0.0], [first, 0.0], [first_at_end, second]]
-    run = make_run(path, method=method, params=params, seed=seed, matrix=matrix, tasks=["a", "b"])
-    records = [
-        {"row": row, "task": task, "id": str(i), "score": float(i < round(value * N))}
-        for row, values in enumerate(matrix)
-        for task, value in zip(["a", "b"], values)
-        for i in range(N)
-    ]
-    run.write_json("results.json", run.read_json("results.json") | {"n_test": {"a": N, "b": N}})
-    (run.path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return run.path
+    return make_run(path, method=method, params=params, seed=seed, matrix=matrix, tasks=["a", "b"], examples=N).path
 
 
 def study(tmp_path, seeds=(0,), shift=lambda seed: 0.0):

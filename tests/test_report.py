@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
@@ -24,14 +25,15 @@ def matrix_ending(final: float) -> list[list[float]]:
     return [[0.0, 0.0, 0.1], [0.8, 0.0, 0.1], [0.6, 0.9, 0.2], [final, final, final]]
 
 
-def make_run(path, method="seq-lora", params=None, seed=0, matrix=None, tasks=TASKS):
+def make_run(path, method="seq-lora", params=None, seed=0, matrix=None, tasks=TASKS, order="original", examples=0):
     """A finished run directory as the runner leaves it (config, manifest, results); a two-row matrix is a
-    joint (multitask) run."""
+    joint (multitask) run. ``tasks`` are in training order (``order``); with ``examples``, predictions.jsonl
+    holds that many 0/1 scores per cell, the first ``round(A * examples)`` of them 1."""
     matrix = matrix or matrix_ending(0.5)
     stages = [list(tasks)] if len(matrix) == 2 else [[t] for t in tasks]
     config = load_config(None, []).model_dump(mode="json")
     config["method"] = {"name": method, "params": params or {}}
-    config["seed"], config["output_dir"] = seed, str(path)
+    config["seed"], config["output_dir"], config["data"]["order"] = seed, str(path), order
     metrics = compute_metrics(matrix)
     run = RunDir(path)
     run.path.mkdir(parents=True)
@@ -62,12 +64,20 @@ def make_run(path, method="seq-lora", params=None, seed=0, matrix=None, tasks=TA
             "tasks": tasks,
             "stages": stages,
             "matrix": matrix,
-            "n_test": {t: 4 for t in tasks},
+            "n_test": {t: examples or 4 for t in tasks},
             "majority_baseline": {t: 0.25 for t in tasks},
             "metrics": metrics,
             "intervals": {k: None if v is None else [v - 0.05, v + 0.05] for k, v in metrics.items()},
         },
     )
+    scores = [
+        {"row": row, "task": task, "id": str(i), "score": float(i < round(value * examples))}
+        for row, values in enumerate(matrix)
+        for task, value in zip(tasks, values)
+        for i in range(examples)
+    ]
+    if scores:
+        (run.path / "predictions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in scores))
     return run
 
 

@@ -1,12 +1,11 @@
-"""The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` / ``lcia sweep`` commands, continued
-where they stopped.
+"""The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` commands, continued where they stopped.
 
     python benchmarks/studies/lanes.py cpu --parallel 2     # on a 2-core CPU: every study, two runs at a time
     python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the text studies, twelve runs at a time
     python benchmarks/studies/lanes.py cpu                  # the lane's commands in turn, one thread
 
-* ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` / ``lcia sweep`` would run,
-  built by the same functions, so the command keeps them later) runs as a process of its own, N at a time, one
+* ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` would run, built by the
+  same function, so the command keeps them later) runs as a process of its own, N at a time, one
   thread each. On a CPU, one queue for every core: no core waits while another study still has runs to go. On
   a GPU, a small model leaves it mostly idle, so N processes share it. ``--deadline`` seconds: no run starts
   after it and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never lost).
@@ -50,8 +49,8 @@ def frontier(rank: int) -> list[str]:
 OTHERS = "zero-shot,multitask,ewc,l2,lwf,replay,olora,moelora,ema,reglora,hide,inflora:samples=800,ilora,mrlora,gem"
 NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, orders, every method, larger ranks
     frontier(8),
-    *[["sweep", "configs/ni-cit.yaml", "--set", f"method.name={method}", "--orders", "original,reverse,alphabetical",
-       "--seeds", "0", *NI, "--out", f"{OUT}/orders-ni-cit-{method}"] for method in FOUR.split(",")],
+    ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--orders", "original,reverse,alphabetical", "--seeds", "0",
+     *NI, "--out", f"{OUT}/orders-ni-cit"],
     ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
      "--out", f"{OUT}/seeds-ni-cit"],  # its first four finished (H200)
     frontier(32),
@@ -66,17 +65,14 @@ COMMON = ["--set", "threads=1", "--quiet"]
 
 
 def configs(command: list[str]) -> list:
-    """The run configs of one lane command, as ``lcia compare`` / ``lcia sweep`` build them."""
+    """The run configs of one lane command, as ``lcia compare`` builds them."""
     from lcia.cli import build_parser
     from lcia.compare import compare_configs, split_methods
     from lcia.config import load_config
-    from lcia.sweep import sweep_configs
 
     args = build_parser().parse_args(command + COMMON)
-    base, seeds, out = load_config(args.config, args.set), [int(s) for s in args.seeds.split(",")], Path(args.out)
-    if args.command == "compare":
-        return compare_configs(base, split_methods(args.methods), seeds, out)
-    return sweep_configs(base, seeds, args.orders.split(","), [base.stream], out)
+    base, seeds, orders = load_config(args.config, args.set), [int(s) for s in args.seeds.split(",")], args.orders
+    return compare_configs(base, split_methods(args.methods), seeds, Path(args.out), orders and orders.split(","))
 
 
 def lcia(*args: str) -> subprocess.Popen:

@@ -147,9 +147,10 @@ def _cmd_compare(args) -> None:
         out=Path(args.out or f"runs/compare-{name}"),
         progress=not args.quiet,
         log=_log,
+        orders=_list(args.orders) if args.orders else None,
     )
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    table = Table(title="comparison (mean ± std over seeds)")
+    table = Table(title=f"comparison (mean ± std over seeds{' and task orders' if args.orders else ''})")
     for column in ("method", "seeds", *METRICS):
         table.add_column(column, no_wrap=column == "method")
     for setting in record["settings"]:
@@ -258,6 +259,8 @@ def _training_commands(sub) -> None:
     p.add_argument("--methods", required=True, help="comma-separated methods, each NAME or NAME:KEY=VALUE,..., "
                    "e.g. seq-lora,ewc:lam=1e5,gamma=0.9,lwf")  # fmt: skip
     p.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3 (default: the config's)")
+    p.add_argument("--orders", help="comma-separated task orders (original, reverse, alphabetical), pooled with the "
+                   "seeds: every method trains in each")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--out", default=None, help="folder of the runs and the comparison (default: runs/compare-NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

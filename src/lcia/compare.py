@@ -2,7 +2,10 @@
 
 Every (method, seed) is a complete run in its own directory ``OUT/<method>-seed<seed>/``, made from one
 config with only ``method`` and ``seed`` changed: the same stream and splits, model, LoRA, steps per task,
-batch, learning rate and evaluation, so the methods differ in nothing else. A method is ``name`` or
+batch, learning rate and evaluation, so the methods differ in nothing else. With ``--orders`` every method also
+trains the stream in each task order (``OUT/<method>-<order>-seed<seed>/``, the stream's own order without the
+suffix), and the orders count as replicates beside the seeds: the mean and spread run over them, and two methods'
+runs pair by seed and order. A method is ``name`` or
 ``name:key=value,...`` with its parameters (values read as YAML, ``1e5`` as a number), e.g. ``ewc:lam=1e5`` or
 ``dema:preset=scaled``. As in ``lcia sweep``, a finished run is kept and a stopped one resumed.
 
@@ -34,7 +37,7 @@ from lcia.errors import LciaError
 from lcia.reporting.curves import curve_gaps, curves_section
 from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.report import comparison_section, definitions_section, frontier_section, write_report
-from lcia.reporting.runs import Comparison, compare, group_settings, label_runs, load_run
+from lcia.reporting.runs import ORDERS, Comparison, compare, group_settings, label_runs, load_run
 from lcia.sweep import run_or_resume
 from lcia.yamlfile import validation_error
 
@@ -70,16 +73,21 @@ def _slug(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in spec.replace(":", "-").replace("=", "")).strip("-")
 
 
-def compare_configs(base: RunConfig, methods: list[str], seeds: list[int], out: Path) -> list[RunConfig]:
-    """One validated config per (method, seed); a bad method or parameter fails here, before any run."""
+def compare_configs(
+    base: RunConfig, methods: list[str], seeds: list[int], out: Path, orders: list[str] | None = None
+) -> list[RunConfig]:
+    """One validated config per (method, seed) and, with ``orders``, task order; a bad method or parameter fails
+    here, before any run."""
     if len(set(methods)) != len(methods):
         raise LciaError(f"--methods names a method twice: {','.join(methods)}")
     configs = []
-    for seed, spec in itertools.product(seeds, methods):  # seed by seed: a stopped study has whole seeds done
+    # seed by seed, then order by order: a stopped study has whole seeds (and orders) done
+    for seed, order, spec in itertools.product(seeds, orders or [base.data.order], methods):
         name, params = parse_method(spec)
         cfg = base.model_dump(mode="json")
-        cfg["method"], cfg["seed"] = {"name": name, "params": params}, seed
-        cfg["output_dir"] = str(out / f"{_slug(spec)}-seed{seed}")
+        cfg["method"], cfg["seed"], cfg["data"]["order"] = {"name": name, "params": params}, seed, order
+        suffix = f"-{order}" if orders and order != ORDERS[0] else ""
+        cfg["output_dir"] = str(out / f"{_slug(spec)}{suffix}-seed{seed}")
         try:
             configs.append(RunConfig.model_validate(cfg))
         except ValidationError as err:
@@ -115,6 +123,7 @@ def comparison_record(comparison: Comparison) -> dict:
             {
                 "method": setting.label,
                 "seeds": [run.config["seed"] for run in setting.runs],
+                "orders": [run.config["data"]["order"] for run in setting.runs],
                 "runs": [str(run.path) for run in setting.runs],
                 "train_seconds": _seconds(setting.runs, "train"),
                 "eval_seconds": _seconds(setting.runs, "eval"),
@@ -130,7 +139,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     ``command`` (default: this process's) is recorded; a kept run's manifest names the command that ran it.
     """
     runs = label_runs([load_run(Path(path)) for path in run_dirs])
-    comparison = compare(group_settings(runs))
+    comparison = compare(group_settings(runs, pool_orders=True))
     differences, gaps = paired_differences(comparison), curve_gaps(comparison)
     config = runs[0].config
     training = config["training"]
@@ -163,9 +172,18 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     return out / "comparison.md"
 
 
-def run_compare(base: RunConfig, methods: list[str], seeds: list[int], out: Path, progress: bool, log=print) -> Path:
-    """Run (or finish) every (method, seed), then write the comparison and the report; returns comparison.md."""
-    configs = compare_configs(base, methods, seeds, out)
+def run_compare(
+    base: RunConfig,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    progress: bool,
+    log=print,
+    orders: list[str] | None = None,
+) -> Path:
+    """Run (or finish) every (method, seed, order), then write the comparison and the report; returns
+    comparison.md."""
+    configs = compare_configs(base, methods, seeds, out, orders)
     run_or_resume(configs, progress, log)
     dirs = [cfg.run_dir() for cfg in configs]
     write_report(dirs, out)

@@ -14,10 +14,10 @@ setting of another method is
   curve's end, where the setting beats that end on both (ahead) or the end beats it (behind).
 
 The noise, as for paired differences (``lcia.reporting.differences``): each of 1000 resamples draws one set of test
-examples and scores every run of a seed on it, rebuilds the curve and takes the gap; its 2.5% and 97.5%
-percentiles are the interval. A resample in which the setting falls outside the curve's range counts as a gap of
-0, so a setting near the range's end does not pass for ahead. With two or more seeds the gap is the mean over the
-seeds, and the one-sample t-test of the seeds' gaps (scipy) must give p below 0.05 as well.
+examples and scores every run of a seed (and task order) on it, rebuilds the curve and takes the gap; its 2.5% and
+97.5% percentiles are the interval. A resample in which the setting falls outside the curve's range counts as a gap
+of 0, so a setting near the range's end does not pass for ahead. With two or more seeds (or orders) the gap is the
+mean over them, and the one-sample t-test of their gaps (scipy) must give p below 0.05 as well.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from scipy import stats
 from lcia.evaluation.metrics import resampled_metrics
 from lcia.pipeline.run_files import RunDir
 from lcia.reporting import figures
-from lcia.reporting.runs import Comparison, Run, Setting
+from lcia.reporting.runs import Comparison, Run, Setting, replicate, replicates_name
 from lcia.reporting.tables import markdown_table
 
 AXES = ("New.ACC", "Forgetting")
@@ -42,7 +42,8 @@ RESAMPLES = 1000
 class CurveGap:
     setting: str
     curve: str  # the method whose settings make the curve
-    seeds: list[int]  # the seeds the setting and every setting of the curve ran
+    seeds: list[int]  # the seeds the setting and every setting of the curve ran, one per replicate
+    orders: list[str]  # each replicate's task order
     gap: float | None  # mean over the seeds of the curve's Forgetting minus the setting's; None: outside the range
     interval: tuple[float, float] | None
     t_test_p: float | None  # over the seeds' gaps; None under two seeds
@@ -101,25 +102,27 @@ def curve_gaps(comparison: Comparison, resamples: int = RESAMPLES) -> list[Curve
 
 
 def _gap(setting: Setting, method: str, members: list[Setting], resamples: int, draws: dict) -> CurveGap | None:
-    """``setting`` against the curve of ``members``, seed by seed; None without a shared seed or predictions."""
-    by_seed = [{run.config["seed"]: run for run in s.runs} for s in [setting, *members]]
-    seeds = sorted(set.intersection(*(set(runs) for runs in by_seed)))
-    if not seeds or not all(RunDir(runs[seed].path).has("predictions.jsonl") for runs in by_seed for seed in seeds):
+    """``setting`` against the curve of ``members``, replicate by replicate (seed and task order); None without a
+    shared replicate or predictions."""
+    by_replicate = [{replicate(run): run for run in s.runs} for s in [setting, *members]]
+    shared = sorted(set.intersection(*(set(runs) for runs in by_replicate)))
+    if not shared or not all(RunDir(runs[r].path).has("predictions.jsonl") for runs in by_replicate for r in shared):
         return None
     points, resampled = [], []
-    for seed in seeds:
-        ours, *theirs = (runs[seed] for runs in by_seed)
+    for r in shared:
+        ours, *theirs = (runs[r] for runs in by_replicate)
         points.append(gap_to_curve([_axes(run) for run in theirs], _axes(ours)))
         ours_drawn, *theirs_drawn = (_drawn(run, resamples, draws) for run in [ours, *theirs])
         resampled.append(
             [_zero_outside(gap_to_curve([d[k] for d in theirs_drawn], ours_drawn[k])) for k in range(resamples)]
         )
+    seeds, orders = map(list, zip(*shared))
     if any(point is None for point in points):
-        return CurveGap(setting.label, method, seeds, None, None, None)
+        return CurveGap(setting.label, method, seeds, orders, None, None, None)
     low, high = np.quantile(np.mean(resampled, axis=0), [0.025, 0.975])
     varied = len(points) > 1 and np.ptp(points) > 1e-12  # equal gaps over the seeds leave the t-test undefined
     t_test_p = float(stats.ttest_1samp(points, 0.0).pvalue) if varied else None
-    return CurveGap(setting.label, method, seeds, float(np.mean(points)), (float(low), float(high)), t_test_p)
+    return CurveGap(setting.label, method, seeds, orders, float(np.mean(points)), (float(low), float(high)), t_test_p)
 
 
 def _axes(run: Run) -> tuple[float, float]:
@@ -143,7 +146,8 @@ def _cell(gap: CurveGap | None) -> str:
     if gap.gap is None:
         return gap.verdict()
     low, high = gap.interval
-    seeds_p = "" if gap.t_test_p is None else f"; seeds p {gap.t_test_p:.3f}"
+    over = replicates_name(list(zip(gap.seeds, gap.orders)))
+    seeds_p = "" if gap.t_test_p is None else f"; {over} p {gap.t_test_p:.3f}"
     return f"{gap.gap:+.3f} [{low:+.3f}, {high:+.3f}]{seeds_p}: {gap.verdict()}"
 
 

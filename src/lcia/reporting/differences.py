@@ -1,14 +1,15 @@
 """Paired differences between settings: is one method's lead over another beyond the noise?
 
 Every setting of a comparison is set against the first (``lcia compare``: the first method listed), run by run
-with the same seed, on the same test examples. For each metric:
+with the same seed (and task order, where a study pools orders), on the same test examples. For each metric:
 
-* the mean difference over the paired seeds, with its 95% paired-bootstrap interval over test examples and the
+* the mean difference over the paired runs, with its 95% paired-bootstrap interval over test examples and the
   bootstrap p-value (``lcia.evaluation.metrics.bootstrap_differences``): the noise of which examples make up
   the test sets, which two runs' separate intervals overstate, since both runs see the same examples;
-* with two or more paired seeds, a paired t-test over the seeds' values (scipy): the noise of training.
+* with two or more pairs, a paired t-test over the pairs' values (scipy): the noise of training (and of the
+  order, where orders are pooled).
 
-A difference is *beyond the noise* when its interval excludes 0 and, with several seeds, the t-test's p is
+A difference is *beyond the noise* when its interval excludes 0 and, with several pairs, the t-test's p is
 below 0.05; otherwise it is *inside the noise*, and no claim should rest on it.
 """
 
@@ -22,7 +23,7 @@ from scipy import stats
 
 from lcia.evaluation.metrics import bootstrap_differences
 from lcia.pipeline.run_files import RunDir
-from lcia.reporting.runs import Comparison, Setting
+from lcia.reporting.runs import Comparison, Setting, replicate, replicate_label, replicates_name
 from lcia.reporting.tables import markdown_table
 
 SHOWN = ("Avg.ACC", "New.ACC", "Forgetting")  # the headline, plasticity and stability
@@ -32,7 +33,8 @@ RESAMPLES = 1000
 @dataclass
 class Difference:
     setting: str
-    seeds: list[int]  # the seeds both settings ran
+    seeds: list[int]  # the seeds both settings ran, one per pair
+    orders: list[str]  # each pair's task order
     metrics: dict[str, dict | None]  # name -> difference, interval, p, t_test_p (None: undefined)
 
     def beyond_noise(self, name: str) -> bool | None:
@@ -66,8 +68,8 @@ def paired_differences(comparison: Comparison, resamples: int = RESAMPLES) -> li
 
 
 def _difference(setting: Setting, reference: Setting, resamples: int) -> Difference | None:
-    by_seed = {run.config["seed"]: run for run in reference.runs}
-    pairs = [(run, by_seed[run.config["seed"]]) for run in setting.runs if run.config["seed"] in by_seed]
+    theirs = {replicate(run): run for run in reference.runs}
+    pairs = [(run, theirs[replicate(run)]) for run in setting.runs if replicate(run) in theirs]
     if not pairs or not all(RunDir(run.path).has("predictions.jsonl") for pair in pairs for run in pair):
         return None  # nothing to pair, or a run without its per-example scores
     if any(len(a.results["matrix"]) != len(b.results["matrix"]) for a, b in pairs):
@@ -81,16 +83,16 @@ def _difference(setting: Setting, reference: Setting, resamples: int) -> Differe
             theirs = [b.results["metrics"][name] for _, b in pairs]
             record = record | {"t_test_p": _t_test(ours, theirs)}
         metrics[name] = record
-    return Difference(setting.label, [a.config["seed"] for a, _ in pairs], metrics)
+    return Difference(setting.label, *map(list, zip(*(replicate(a) for a, _ in pairs))), metrics)
 
 
-def _cell(record: dict | None) -> str:
+def _cell(record: dict | None, over: str) -> str:
     if record is None:
         return "n/a"
     low, high = record["interval"]
     p = f"p {record['p']:.3f}" if record["p"] > 0 else f"p < {1 / RESAMPLES:g}"  # no resample crossed 0
     text = f"{record['difference']:+.3f} [{low:+.3f}, {high:+.3f}], {p}"
-    return text + (f"; seeds p {record['t_test_p']:.3f}" if record["t_test_p"] is not None else "")
+    return text + (f"; {over} p {record['t_test_p']:.3f}" if record["t_test_p"] is not None else "")
 
 
 def differences_section(comparison: Comparison, differences: list[Difference], heading: str) -> str:
@@ -99,18 +101,28 @@ def differences_section(comparison: Comparison, differences: list[Difference], h
         return ""
     reference = comparison.settings[0].label
     verdict = {True: "beyond the noise", False: "inside the noise", None: "n/a"}
-    rows = [
-        [d.setting, f"{len(d.seeds)} ({', '.join(map(str, d.seeds))})", *(_cell(d.metrics.get(n)) for n in SHOWN)]
-        + [verdict[d.beyond_noise("Avg.ACC")]]
-        for d in differences
-    ]
+    rows = []
+    for d in differences:
+        replicates = list(zip(d.seeds, d.orders))
+        paired = f"{len(replicates)} ({', '.join(replicate_label(*r) for r in replicates)})"
+        over = replicates_name(replicates)
+        rows.append(
+            [d.setting, paired, *(_cell(d.metrics.get(n), over) for n in SHOWN), verdict[d.beyond_noise("Avg.ACC")]]
+        )
+    pooled = any(replicates_name([replicate(run) for run in s.runs]) != "seeds" for s in comparison.settings)
     return "\n\n".join(
         [
             heading,
             f"Each setting minus `{reference}`, run against run with the same seed, on the same test examples: the "
             "mean difference over the seeds, its 95% paired-bootstrap interval over test examples and the bootstrap "
             "p-value; with two or more seeds also the paired t-test's p over the seeds. A difference is beyond the "
-            "noise when its interval excludes 0 and, with several seeds, the t-test's p is below 0.05.",
+            "noise when its interval excludes 0 and, with several seeds, the t-test's p is below 0.05."
+            + (
+                " Task orders count as seeds here: a run pairs with the run of the same seed and order, and the "
+                't-test runs over the pairs ("orders p", or "orders and seeds p").'
+                if pooled
+                else ""
+            ),
             markdown_table(["setting", "seeds", *SHOWN, "Avg.ACC difference"], rows),
         ]
     )

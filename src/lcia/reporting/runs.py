@@ -1,9 +1,10 @@
 """Finished runs as ``lcia report`` and ``lcia compare`` read them, and settings compared over seeds.
 
-A *setting* is the set of runs whose configs are identical except for ``seed`` and ``output_dir``: its
-``Summary`` of a quantity is the mean ± sample standard deviation over seeds, or, for one seed, the run's
-value and its 95% bootstrap interval. A method's part of the report reads a ``Run`` (its config, manifest,
-results and JSON-lines files) through ``Method.report_lines`` / ``report_figures``.
+A *setting* is the set of runs whose configs are identical except for ``seed`` and ``output_dir`` (and, where
+``lcia compare`` pools them, the task order ``data.order``): its runs are its *replicates*, and its ``Summary`` of a
+quantity is the mean ± sample standard deviation over them, or, for one run, the run's value and its 95% bootstrap
+interval. Two settings' runs pair by replicate: the same seed and task order. A method's part of the report reads a
+``Run`` (its config, manifest, results and JSON-lines files) through ``Method.report_lines`` / ``report_figures``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-from lcia.config import load_config
+from lcia.config import DataConfig, load_config
 from lcia.errors import input_error
 from lcia.evaluation.metrics import METRICS
 from lcia.pipeline.run_files import RunDir
 from lcia.reporting import figures
 
 NOT_SETTING = ("seed", "output_dir")  # config keys that may differ between the runs of one setting
+ORDERS = get_args(DataConfig.model_fields["order"].annotation)  # the task orders, the stream's own first
 
 
 @dataclass
@@ -166,20 +169,36 @@ def setting_labels(configs: list[dict]) -> list[str]:
     return labels
 
 
-def _setting_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NOT_SETTING}
+def _setting_config(config: dict, pool_orders: bool = False) -> dict:
+    kept = {k: v for k, v in config.items() if k not in NOT_SETTING}
+    return kept | {"data": {k: v for k, v in kept["data"].items() if k != "order"}} if pool_orders else kept
 
 
-def group_settings(runs: list[Run]) -> list[Setting]:
-    """Runs with identical configs except seed and output_dir form one setting (runs sorted by seed)."""
+def replicate(run: Run) -> tuple[int, str]:
+    """What pairs a run with another setting's: its seed and task order."""
+    return run.config["seed"], run.config["data"]["order"]
+
+
+def replicate_label(seed: int, order: str) -> str:
+    """The seed, after the task order where that is not the stream's own: ``0``, ``reverse 0``."""
+    return str(seed) if order == ORDERS[0] else f"{order} {seed}"
+
+
+def replicates_name(replicates: list[tuple[int, str]]) -> str:
+    """What (seed, order) pairs replicate over: ``seeds``, ``orders`` (one seed), or ``orders and seeds``."""
+    seeds, orders = {seed for seed, _ in replicates}, {order for _, order in replicates}
+    return "seeds" if len(orders) == 1 else "orders" if len(seeds) == 1 else "orders and seeds"
+
+
+def group_settings(runs: list[Run], pool_orders: bool = False) -> list[Setting]:
+    """Runs with identical configs except seed and output_dir (and the task order, with ``pool_orders``) form one
+    setting, its runs sorted by seed, then order."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(json.dumps(_setting_config(run.config), sort_keys=True), []).append(run)
-    labels = setting_labels([_setting_config(members[0].config) for members in groups.values()])
-    return [
-        Setting(label, sorted(members, key=lambda r: r.config["seed"]))
-        for label, members in zip(labels, groups.values())
-    ]
+        groups.setdefault(json.dumps(_setting_config(run.config, pool_orders), sort_keys=True), []).append(run)
+    labels = setting_labels([_setting_config(members[0].config, pool_orders) for members in groups.values()])
+    order = lambda run: (run.config["seed"], ORDERS.index(run.config["data"]["order"]))  # noqa: E731
+    return [Setting(label, sorted(members, key=order)) for label, members in zip(labels, groups.values())]
 
 
 def summarize(values: list[float | None], intervals: list[list[float] | None]) -> Summary | None:
@@ -190,14 +209,16 @@ def summarize(values: list[float | None], intervals: list[list[float] | None]) -
 
 
 def compare(settings: list[Setting]) -> Comparison:
-    """Per setting: the final score of each task (when all runs share a task list) and every metric."""
+    """Per setting: the final score of each task (when all runs share their tasks, in any order) and every
+    metric."""
     runs = [run for setting in settings for run in setting.runs]
     tasks = runs[0].results["tasks"]
-    shared = tasks if all(run.results["tasks"] == tasks for run in runs) else None
+    shared = tasks if all(sorted(run.results["tasks"]) == sorted(tasks) for run in runs) else None
     comparison = Comparison(settings, shared)
-    for c, task in enumerate(shared or []):
+    final = lambda run, task: run.results["matrix"][-1][run.results["tasks"].index(task)]  # noqa: E731
+    for task in shared or []:
         comparison.cells[task] = [
-            summarize([run.results["matrix"][-1][c] for run in s.runs], [None] * len(s.runs)) for s in settings
+            summarize([final(run, task) for run in s.runs], [None] * len(s.runs)) for s in settings
         ]
     for name in METRICS:
         comparison.cells[name] = [
@@ -211,4 +232,4 @@ def compare(settings: list[Setting]) -> Comparison:
 
 
 def seeds_label(setting: Setting) -> str:
-    return f"{len(setting.runs)} ({', '.join(str(run.config['seed']) for run in setting.runs)})"
+    return f"{len(setting.runs)} ({', '.join(replicate_label(*replicate(run)) for run in setting.runs)})"
