@@ -73,3 +73,15 @@ def test_the_tars_bring_back_finished_runs_without_weights_and_keep_runs_finishe
     assert not (here / study / "a-seed0" / "checkpoints").exists()  # weights stay on the device
     assert not (here / study / "b-seed0").exists()
     assert (here / study / "c-seed0" / "predictions.jsonl.gz").read_text() == "here"
+
+
+def test_a_worker_finds_its_run_by_directory_and_status_counts_each_study(lanes, monkeypatch, capsys):
+    monkeypatch.chdir(lanes.ROOT)
+    with pytest.raises(SystemExit, match="no run of this lane"):  # a queue made before the lane's file changed
+        lanes.one(lanes.LANES["gpu"], "benchmarks/studies/seeds-ni-cit/nope-seed0")
+    lanes.status(lanes.LANES["gpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(lanes.LANES["gpu"])
+    (seeds,) = [line for line in lines if line.startswith("benchmarks/studies/seeds-ni-cit:")]
+    finished_runs, total = map(int, seeds.split(": ")[1].removesuffix(" finished").split(" of "))
+    assert finished_runs >= 12 and total == 19 * 3  # every method over three seeds

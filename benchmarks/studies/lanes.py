@@ -91,15 +91,14 @@ def parallel(name: str, workers: int, deadline: float) -> None:
     from lcia.sweep import finished
 
     smollm2_dir()  # converted once here, not by every worker at the same time
-    lane = LANES[name]
-    todo = [(c, r, cfg.run_dir()) for c, command in enumerate(lane) for r, cfg in enumerate(configs(command))]
-    todo = [job for job in todo if not finished(Path(job[2]))]
+    todo = [cfg.run_dir() for command in LANES[name] for cfg in configs(command)]
+    todo = [path for path in todo if not finished(Path(path))]
     print(f"{len(todo)} runs to go, {workers} at a time", flush=True)
     running: dict[subprocess.Popen, tuple[str, float]] = {}
     while (todo or running) and time.monotonic() < deadline:
         while todo and len(running) < workers:
-            c, r, path = todo.pop(0)
-            running[spawn(name, c, r)] = (path, time.monotonic())
+            path = todo.pop(0)
+            running[spawn(name, path)] = (path, time.monotonic())
         for process in [p for p in running if p.poll() is not None]:
             path, started = running.pop(process)
             print(f"{path}: exit {process.returncode} after {time.monotonic() - started:.0f} s", flush=True)
@@ -115,17 +114,29 @@ def parallel(name: str, workers: int, deadline: float) -> None:
         print(f"{path}: stopped at the deadline", flush=True)
 
 
-def spawn(name: str, c: int, r: int) -> subprocess.Popen:
+def spawn(name: str, path: str) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, __file__, name, "--one", f"{c},{r}"], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, __file__, name, "--one", path], cwd=ROOT, env=env)
 
 
-def one(lane: list[list[str]], which: str) -> None:
-    """Run (or resume) one run of the lane: command ``c``'s run ``r``."""
+def one(lane: list[list[str]], path: str) -> None:
+    """Run (or resume) the lane's run in ``path``, found by its directory: the lane's file may have been edited
+    since the queue was made."""
     from lcia.sweep import run_or_resume
 
-    c, r = map(int, which.split(","))
-    run_or_resume([configs(lane[c])[r]], progress=False)
+    matches = [cfg for command in lane for cfg in configs(command) if cfg.run_dir() == path]
+    if not matches:
+        raise SystemExit(f"{path}: no run of this lane")
+    run_or_resume(matches, progress=False)
+
+
+def status(lane: list[list[str]]) -> None:
+    """Each study of the lane: its runs finished, and in all."""
+    from lcia.sweep import finished
+
+    for command in lane:
+        paths = [Path(cfg.run_dir()) for cfg in configs(command)]
+        print(f"{command[command.index('--out') + 1]}: {sum(map(finished, paths))} of {len(paths)} finished")
 
 
 def main() -> None:
@@ -133,14 +144,17 @@ def main() -> None:
     parser.add_argument("lane", choices=LANES)
     parser.add_argument("--parallel", type=int, default=0, help="runs at a time, each a process (default: in turn)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds: with --parallel, stop there")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker of --parallel: "command,run"
+    parser.add_argument("--status", action="store_true", help="print each study's finished runs, and stop")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker of --parallel: the run's directory
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     from lcia.core.runtime import offline_and_quiet
 
     offline_and_quiet()  # what `lcia` sets first: offline, and no import-time noise from bitsandbytes
     lane = LANES[args.lane]
-    if args.one:
+    if args.status:
+        status(lane)
+    elif args.one:
         one(lane, args.one)
     elif args.parallel:
         parallel(args.lane, args.parallel, time.monotonic() + (args.deadline or float("inf")))
