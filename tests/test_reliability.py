@@ -91,9 +91,7 @@ def enospc(*_, **__):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one_and_the_run_resumes(
-    config, whole, monkeypatch
-):
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one_and_the_run_resumes(config, whole, monkeypatch):
     cfg = config("run")
     stop_after(cfg, 6, monkeypatch)
     before = Checkpoints(cfg.output_dir).latest()

@@ -31,9 +31,7 @@ def batch_inputs(features: list, pad_id: int, device, images=None) -> dict[str, 
     return batch
 
 
-def answer_forward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None, *, ddp=None
-):
+def answer_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], params: dict | None = None, *, ddp=None):
     """The model's outputs with logits only at the positions that predict an answer token, and their loss.
 
     Answers are a few tokens and prompts tens to hundreds, and the vocabulary projection over every
