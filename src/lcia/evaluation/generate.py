@@ -39,15 +39,9 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
 
 @torch.inference_mode()
 def _generate_batch(
-    model,
-    prompts: list[list[int]],
-    pad_id: int,
-    eos_id: int,
-    max_new_tokens: int,
-    image_inputs: dict | None = None,
-    image_token: int | None = None,
-    on_token: Callable[[int, int], None] | None = None,
-) -> list[list[int]]:
+    model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int, image_inputs: dict | None = None,
+    image_token: int | None = None, on_token: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:  # fmt: skip
     """Greedy decoding on the KV cache. The prompts' shared prefix (a task's chat template and
     instruction) is encoded once and its cache copied to every row; a row that ends leaves the batch.
     ``image_inputs`` (the images of the prompts that hold ``image_token``, in order) go to the prompt pass;
