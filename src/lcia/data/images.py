@@ -14,6 +14,7 @@ Images are decoded only when a model asks for them (:func:`load_image`), always 
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ from lcia.errors import input_error
 
 IMAGE_PLACEHOLDER = "<image>"  # where a prompt's image goes
 PACKAGED = ("easy-vqa", "cifar10", "digits")  # the schemes of packaged references
-CIFAR10_TASK = "cifar10_classification/base64/task.json"  # under bigbench/benchmark_tasks
+CIFAR10_TASK = "cifar10_classification/base64/task.json.gz"  # under lcia.data.streams.bigbench_dir(), gzipped
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,9 @@ def easy_vqa_questions(split: str) -> list[tuple[str, str, int]]:
 @lru_cache(maxsize=1)
 def cifar10_records() -> list[dict]:
     """BIG-bench's CIFAR-10 examples (``input``: a base64 PNG), decoded from JSON once per process."""
-    path = package_dir("bigbench", "the packaged CIFAR-10 images") / "benchmark_tasks" / CIFAR10_TASK
-    with open(path, encoding="utf-8") as file:
+    from lcia.data.streams import bigbench_dir  # here: lcia.data.streams imports this module
+
+    with gzip.open(bigbench_dir() / CIFAR10_TASK, "rt", encoding="utf-8") as file:
         return json.load(file)["examples"]
 
 

@@ -17,9 +17,10 @@ built-in task or a mapping (``TaskSpec``) that points at files in any format ``r
       - name: my-hf-task
         train: data/my-dataset      # a datasets save_to_disk folder; or .parquet, .arrow, .csv
 
-Built-in tasks read the installed ``bigbench`` package, and the image tasks of ``coin-mini`` the
-installed easy-VQA, BIG-bench CIFAR-10 and scikit-learn digits (``lcia.data.coin``); nothing is copied
-into this repository. Why each was chosen, with its measured zero-shot and trained scores, is in
+Built-in tasks read BIG-bench's task files, kept in ``lcia/data/bigbench_tasks`` (the package registry no longer
+serves the ``bigbench`` package that shipped them; that folder's README says which files and why), and the image
+tasks of ``coin-mini`` the installed easy-VQA, BIG-bench's CIFAR-10 (from the same folder) and scikit-learn's digits
+(``lcia.data.coin``). Why each was chosen, with its measured zero-shot and trained scores, is in
 docs/streams.md.
 """
 
@@ -32,7 +33,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from lcia.core.packages import package_dir
 from lcia.data.coin import IMAGE_TASKS, image_task
 from lcia.data.paraphrases import DIVERSE
 from lcia.data.readers import read_examples
@@ -49,7 +49,7 @@ class TaskSpec(BaseModel):
     name: str = Field(min_length=1)
     train: str | None = None  # data file or save_to_disk folder (all examples when there is no ``test``)
     test: str | None = None
-    bigbench: str | None = None  # a task.json under the installed bigbench/benchmark_tasks
+    bigbench: str | None = None  # a task.json under lcia/data/bigbench_tasks (those the built-in tasks read)
     images: str | None = None  # a packaged image task (lcia.data.coin.IMAGE_TASKS), e.g. "easy-vqa/shape"
     image_folder: str | None = None  # where a data file's image paths are relative to (default: its folder)
     format: Literal["auto", "alpaca", "prompt-completion", "messages", "llava", "bigbench"] = "auto"
@@ -202,7 +202,8 @@ DIVERSE_STREAMS = {"ni-cit-diverse"}
 
 
 def bigbench_dir() -> Path:
-    return package_dir("bigbench", "the built-in streams") / "benchmark_tasks"
+    """BIG-bench's task files that the built-in tasks read, as the ``bigbench`` package shipped them."""
+    return Path(__file__).parent / "bigbench_tasks"
 
 
 def _prompt_sentence(instruction: str) -> str:

