@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -428,18 +427,16 @@ def test_auto_detection_of_image_formats(tmp_path):
     assert "conversations (llava)" in read_error(path)
 
 
-# --- A real Natural-Instructions task, read from the installed bigbench package (never copied) ---------
+# --- A real Natural-Instructions task, as BIG-bench ships it (lcia/data/bigbench_tasks) ---------------------------
 
 
 def test_real_natural_instructions_task():
-    spec = importlib.util.find_spec("bigbench")
-    if spec is None:
-        pytest.skip("bigbench is not installed")
-    folder = "benchmark_tasks/natural_instructions/subtask047_misc_answering_science_questions"
-    examples = read_examples(Path(spec.submodule_search_locations[0]) / folder / "task.json")
-    assert len(examples) == 251
-    assert examples[0].instruction.startswith("Definition: In this subtask you will answer a simple science questions")
-    assert examples[0].input.startswith("Question:")
-    assert all(e.output in {"A.", "B.", "C.", "D.", "E."} and e.references == (e.output,) for e in examples)
-    assert examples[0].id == "subtask047_misc_answering_science_questions-0"
+    from lcia.data.streams import bigbench_dir
+
+    examples = read_examples(bigbench_dir() / "natural_instructions/subtask041_qasc_answer_generation/task.json")
+    assert len(examples) == 6500
+    assert examples[0].instruction.startswith("Definition: Write a correct answer to the given question based on")
+    assert examples[0].input.startswith("Fact: earthquakes can damage buildings.")
+    assert examples[0].output == "earthquakes." and examples[0].references == ("earthquakes.",)
+    assert examples[0].id == "subtask041_qasc_answer_generation-0"
     assert len({e.instruction for e in examples}) == 1
