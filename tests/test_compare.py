@@ -238,3 +238,32 @@ def test_orders_are_replicates_paired_by_seed_and_order(tmp_path):
     report = write_report(runs, tmp_path / "report").read_text()  # lcia report keeps each order a setting
     assert "# lcia report: 4 runs, 4 settings" in report and "| lcia [data.order=reverse] | 1 (reverse 0) |" in report
     assert "data.order" not in text
+
+
+def test_reuse_copies_a_finished_run_of_the_same_config_and_nothing_else(tmp_path):
+    """Studies that share a baseline run it once: ``--reuse`` copies a finished run whose config differs only in
+    its directory, with its config naming the new one and its manifest the source; another seed is no copy."""
+    from test_report import make_run
+
+    from lcia.config import load_config
+    from lcia.sweep import identical_run, run_or_resume
+
+    source = tmp_path / "studies" / "first" / "seq-lora-seed0"
+    make_run(source, examples=3)
+    (source / "adapters").mkdir()  # weights stay where they were trained
+    same, other = (
+        load_config(None, [f"output_dir={tmp_path / 'second' / 'seq-lora-seed0'}", f"seed={s}"]) for s in (0, 1)
+    )
+    printed = []
+
+    run_or_resume([same], progress=False, log=printed.append, reuse=tmp_path / "studies")
+
+    copy = RunDir(same.run_dir())
+    assert printed == [f"[1/1] {copy.path}: copied from {source}", f"[1/1] {copy.path}: finished, kept"]
+    assert copy.read_jsonl("predictions.jsonl") == RunDir(source).read_jsonl("predictions.jsonl")
+    assert copy.read_json("results.json") == RunDir(source).read_json("results.json")
+    assert yaml.safe_load((copy.path / "config.yaml").read_text())["output_dir"] == str(copy.path)
+    assert copy.read_json("manifest.json")["copied_from"] == str(source)
+    assert not (copy.path / "adapters").exists()
+    assert identical_run(other, tmp_path / "studies") is None
+    assert identical_run(same, tmp_path / "second") is None  # a run is not its own source

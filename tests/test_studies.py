@@ -85,3 +85,17 @@ def test_a_worker_finds_its_run_by_directory_and_status_counts_each_study(lanes,
     (seeds,) = [line for line in lines if line.startswith("benchmarks/studies/seeds-ni-cit:")]
     finished_runs, total = map(int, seeds.split(": ")[1].removesuffix(" finished").split(" of "))
     assert finished_runs >= 12 and total == 19 * 3  # every method over three seeds
+
+
+def test_a_committed_copy_holds_its_sources_results_and_config_but_its_directory(lanes, monkeypatch):
+    """A run a study copied (``--reuse``) is its source's run: the same results, predictions, log and manifest."""
+    monkeypatch.chdir(lanes.ROOT)
+    manifests = {m.parent: json.loads(m.read_text()) for m in sorted(Path(lanes.OUT).glob("*/*/manifest.json"))}
+    copies = {path: manifest for path, manifest in manifests.items() if "copied_from" in manifest}
+    for copy, manifest in copies.items():
+        source = Path(manifest.pop("copied_from"))
+        assert manifest == manifests[source], copy
+        assert _saved_config(copy) == _saved_config(source) | {"output_dir": str(copy)}, copy
+        for name in ("results.json", "predictions.jsonl.gz", "train_log.jsonl.gz"):
+            assert (copy / name).read_bytes() == (source / name).read_bytes(), copy / name
+    assert len(copies) >= 4  # orders-ni-cit's original order, from seeds-ni-cit

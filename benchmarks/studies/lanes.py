@@ -47,12 +47,14 @@ def frontier(rank: int) -> list[str]:
 
 # every method; inflora collects its layer inputs over what 100 steps of 8 train on, as on coin-mini over 40 x 8
 OTHERS = "zero-shot,multitask,ewc,l2,lwf,replay,olora,moelora,ema,reglora,hide,inflora:samples=800,ilora,mrlora,gem"
+# The orders' original order and seeds-ni-cit's ema and ewc at seed 0 are copied from the identical runs of seeds-ni-cit
+# and the frontier (--reuse); each frontier runs all its points on one machine.
 NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, orders, every method, larger ranks
     frontier(8),
     ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--orders", "original,reverse,alphabetical", "--seeds", "0",
-     *NI, "--out", f"{OUT}/orders-ni-cit"],
+     *NI, "--out", f"{OUT}/orders-ni-cit", "--reuse", OUT],
     ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
-     "--out", f"{OUT}/seeds-ni-cit"],  # its first four finished (H200)
+     "--out", f"{OUT}/seeds-ni-cit", "--reuse", OUT],  # its first four finished (H200)
     frontier(32),
     frontier(128),
 ]  # fmt: skip
@@ -64,13 +66,18 @@ LANES = {"cpu": [COIN_SEEDS, DIVERSE_SEEDS, *NI_CIT], "gpu": NI_CIT}  # gpu: the
 COMMON = ["--set", "threads=1", "--quiet"]
 
 
+def parse(command: list[str]):
+    from lcia.cli import build_parser
+
+    return build_parser().parse_args(command + COMMON)
+
+
 def configs(command: list[str]) -> list:
     """The run configs of one lane command, as ``lcia compare`` builds them."""
-    from lcia.cli import build_parser
     from lcia.compare import compare_configs, split_methods
     from lcia.config import load_config
 
-    args = build_parser().parse_args(command + COMMON)
+    args = parse(command)
     base, seeds, orders = load_config(args.config, args.set), [int(s) for s in args.seeds.split(",")], args.orders
     return compare_configs(base, split_methods(args.methods), seeds, Path(args.out), orders and orders.split(","))
 
@@ -124,10 +131,11 @@ def one(lane: list[list[str]], path: str) -> None:
     since the queue was made."""
     from lcia.sweep import run_or_resume
 
-    matches = [cfg for command in lane for cfg in configs(command) if cfg.run_dir() == path]
-    if not matches:
-        raise SystemExit(f"{path}: no run of this lane")
-    run_or_resume(matches, progress=False)
+    for command in lane:
+        if matches := [cfg for cfg in configs(command) if cfg.run_dir() == path]:
+            reuse = parse(command).reuse
+            return run_or_resume(matches, progress=False, reuse=reuse and Path(reuse))
+    raise SystemExit(f"{path}: no run of this lane")
 
 
 def status(lane: list[list[str]]) -> None:

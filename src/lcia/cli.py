@@ -148,6 +148,7 @@ def _cmd_compare(args) -> None:
         progress=not args.quiet,
         log=_log,
         orders=_list(args.orders) if args.orders else None,
+        reuse=Path(args.reuse) if args.reuse else None,
     )
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     table = Table(title=f"comparison (mean ± std over seeds{' and task orders' if args.orders else ''})")
@@ -263,6 +264,8 @@ def _training_commands(sub) -> None:
                    "seeds: every method trains in each")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--out", default=None, help="folder of the runs and the comparison (default: runs/compare-NAME)")
+    p.add_argument("--reuse", metavar="FOLDER", help="copy a run not started yet from a finished one under FOLDER "
+                   "with the same config (studies that share baselines run them once)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 

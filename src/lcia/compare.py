@@ -180,11 +180,12 @@ def run_compare(
     progress: bool,
     log=print,
     orders: list[str] | None = None,
+    reuse: Path | None = None,
 ) -> Path:
     """Run (or finish) every (method, seed, order), then write the comparison and the report; returns
-    comparison.md."""
+    comparison.md. ``reuse``: a folder whose finished runs of the same config are copied, not run again."""
     configs = compare_configs(base, methods, seeds, out, orders)
-    run_or_resume(configs, progress, log)
+    run_or_resume(configs, progress, log, reuse)
     dirs = [cfg.run_dir() for cfg in configs]
     write_report(dirs, out)
     return write_comparison(dirs, out)

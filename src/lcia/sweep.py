@@ -10,11 +10,13 @@ that was interrupted continues where it stopped. The report groups runs that dif
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import yaml
 
 from lcia.config import RunConfig
+from lcia.core.files import read_json, write_json
 from lcia.errors import input_error
 from lcia.pipeline.run_files import RunDir
 from lcia.pipeline.stream_run import run
@@ -46,10 +48,14 @@ def _saved_config(path: Path) -> dict:
     return RunConfig.model_validate(yaml.safe_load((path / "config.yaml").read_text())).model_dump(mode="json")
 
 
-def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
-    """Run every config to the end: a finished run is kept, a stopped one resumed, another config's refused."""
+def run_or_resume(configs: list[RunConfig], progress: bool, log=print, reuse: Path | None = None) -> None:
+    """Run every config to the end: a finished run is kept, a stopped one resumed, another config's refused.
+    With ``reuse``, a run not started yet is first copied from an identical one under that folder."""
     for i, cfg in enumerate(configs, start=1):
         path = Path(cfg.run_dir())
+        if reuse and not (path / "config.yaml").exists() and (source := identical_run(cfg, reuse)):
+            copy_run(source, cfg)
+            log(f"[{i}/{len(configs)}] {path}: copied from {source}")
         if (path / "config.yaml").exists() and _saved_config(path) != cfg.model_dump(mode="json"):
             raise input_error("holds a run with another config: choose another --out", file=path)
         if finished(path):
@@ -59,6 +65,28 @@ def run_or_resume(configs: list[RunConfig], progress: bool, log=print) -> None:
             log(f"[{i}/{len(configs)}] {path}: " + ("resuming" if resume else "running"))
             run(cfg, resume=resume, progress=progress, log=log)
         RunDir(path).pack()  # a study's files, small enough to commit
+
+
+def identical_run(cfg: RunConfig, folder: Path) -> Path | None:
+    """A finished run under ``folder`` whose config is ``cfg`` but for its directory (studies share baselines)."""
+    wanted = cfg.model_dump(mode="json") | {"output_dir": None}
+    for config in sorted(folder.rglob("config.yaml")):
+        path = config.parent
+        if path != Path(cfg.run_dir()) and finished(path) and _saved_config(path) | {"output_dir": None} == wanted:
+            return path
+    return None
+
+
+def copy_run(source: Path, cfg: RunConfig) -> None:
+    """``source``'s files into ``cfg``'s run directory, without its weights (adapters, checkpoints): the config
+    names the new directory, and the manifest the run it was copied from."""
+    target = Path(cfg.run_dir())
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(source.iterdir()):
+        if file.is_file() and file.name not in (".lock", "config.yaml", "manifest.json"):
+            shutil.copyfile(file, target / file.name)
+    write_json(target / "manifest.json", read_json(source / "manifest.json") | {"copied_from": str(source)})
+    RunDir(target).write_config(cfg.model_dump(mode="json"))  # last: a copy stopped halfway is not taken for a run
 
 
 def run_sweep(
