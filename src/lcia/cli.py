@@ -15,6 +15,8 @@ from rich.console import Console  # noqa: E402
 from lcia.errors import Interrupted, LciaError  # noqa: E402
 
 console = Console()
+if not console.is_terminal:  # piped or logged: tables at full width, not cut to 80 columns of "…"
+    console.width = 240
 
 
 def _log(line: str) -> None:
