@@ -267,3 +267,28 @@ def test_reuse_copies_a_finished_run_of_the_same_config_and_nothing_else(tmp_pat
     assert not (copy.path / "adapters").exists()
     assert identical_run(other, tmp_path / "studies") is None
     assert identical_run(same, tmp_path / "second") is None  # a run is not its own source
+
+
+def test_runs_on_two_kinds_of_machine_are_named_and_so_are_pairs_across_them(tmp_path):
+    """The same config on a CPU and a GPU gives two different runs: the comparison names each setting's machines,
+    and every difference whose pairs cross two kinds."""
+    from test_report import make_run
+
+    runs = []
+    for method, seed in [("seq-lora", 0), ("seq-lora", 1), ("ewc", 0), ("ewc", 1)]:
+        run = make_run(tmp_path / f"{method}-seed{seed}", method, seed=seed, examples=20)
+        if (method, seed) == ("ewc", 1):  # this one trained on a GPU
+            manifest = run.read_json("manifest.json")
+            manifest["hardware"] |= {"cuda": True, "gpu": "NVIDIA H200"}
+            run.write_json("manifest.json", manifest)
+        runs.append(str(run.path))
+    text = write_comparison(runs, tmp_path / "out", command=["lcia", "compare"]).read_text()
+
+    assert "| seq-lora | 2 (0, 1) | CPU | `seq-lora-seed0`, `seq-lora-seed1` |" in text
+    assert "| ewc | 2 (0, 1) | CPU 1, NVIDIA H200 1 |" in text
+    assert "The runs trained on more than one kind of machine (CPU 3, NVIDIA H200 1)" in text
+    assert "Pairs across two kinds of machine: ewc (1 of 2: NVIDIA H200 against CPU)" in text
+    (difference,) = json.loads((tmp_path / "out" / "comparison.json").read_text())["differences"]
+    assert difference["machines"] == ["CPU", "NVIDIA H200 against CPU"]
+    one_kind = write_comparison(runs[:2] + runs[2:3], tmp_path / "one", command=["lcia", "compare"]).read_text()
+    assert "kind of machine" not in one_kind and "kinds of machine" not in one_kind

@@ -36,6 +36,7 @@ class Difference:
     seeds: list[int]  # the seeds both settings ran, one per pair
     orders: list[str]  # each pair's task order
     metrics: dict[str, dict | None]  # name -> difference, interval, p, t_test_p (None: undefined)
+    machines: list[str]  # each pair's kind of machine: "CPU", or "CPU against NVIDIA H200" across two kinds
 
     def beyond_noise(self, name: str) -> bool | None:
         record = self.metrics.get(name)
@@ -83,7 +84,9 @@ def _difference(setting: Setting, reference: Setting, resamples: int) -> Differe
             theirs = [b.results["metrics"][name] for _, b in pairs]
             record = record | {"t_test_p": _t_test(ours, theirs)}
         metrics[name] = record
-    return Difference(setting.label, *map(list, zip(*(replicate(a) for a, _ in pairs))), metrics)
+    seeds, orders = map(list, zip(*(replicate(a) for a, _ in pairs)))
+    machines = [a.machine if a.machine == b.machine else f"{a.machine} against {b.machine}" for a, b in pairs]
+    return Difference(setting.label, seeds, orders, metrics, machines)
 
 
 def _cell(record: dict | None, over: str) -> str:
@@ -111,7 +114,8 @@ def differences_section(comparison: Comparison, differences: list[Difference], h
         )
     pooled = any(replicates_name([replicate(run) for run in s.runs]) != "seeds" for s in comparison.settings)
     return "\n\n".join(
-        [
+        part
+        for part in [
             heading,
             f"Each setting minus `{reference}`, run against run with the same seed, on the same test examples: the "
             "mean difference over the seeds, its 95% paired-bootstrap interval over test examples and the bootstrap "
@@ -124,5 +128,20 @@ def differences_section(comparison: Comparison, differences: list[Difference], h
                 else ""
             ),
             markdown_table(["setting", "seeds", *SHOWN, "Avg.ACC difference"], rows),
+            _across_machines(differences),
         ]
+        if part
+    )
+
+
+def _across_machines(differences: list[Difference]) -> str:
+    """A warning naming the differences whose pairs trained on two kinds of machine ('' when none did)."""
+    crossed = [(d, [m for m in d.machines if " against " in m]) for d in differences]
+    named = [f"{d.setting} ({len(c)} of {len(d.machines)}: {', '.join(sorted(set(c)))})" for d, c in crossed if c]
+    if not named:
+        return ""
+    return (
+        f"Pairs across two kinds of machine: {'; '.join(named)}. The same config on two kinds gives two different "
+        "runs (their kernels round differently), and the interval over test examples does not measure that: read "
+        "these differences as carrying the machine's noise too."
     )

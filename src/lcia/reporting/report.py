@@ -31,6 +31,7 @@ from lcia.reporting.runs import (
     group_settings,
     label_runs,
     load_run,
+    machines_label,
     method_label,
     seeds_label,
 )
@@ -124,8 +125,19 @@ def manifest_block(run: Run) -> str:
 def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison") -> str:
     settings = comparison.settings
     members = markdown_table(
-        ["setting", "seeds", "runs"],
-        [[s.label, seeds_label(s), ", ".join(f"`{run.label}`" for run in s.runs)] for s in settings],
+        ["setting", "seeds", "machines", "runs"],
+        [
+            [s.label, seeds_label(s), machines_label(s.runs), ", ".join(f"`{run.label}`" for run in s.runs)]
+            for s in settings
+        ],
+    )
+    runs = [run for s in settings for run in s.runs]
+    machines = (
+        f"The runs trained on more than one kind of machine ({machines_label(runs)}). The same config on two kinds "
+        "gives two different runs (their kernels round differently), so a difference between runs of two kinds "
+        "carries that noise too."
+        if len({run.machine for run in runs}) > 1
+        else ""
     )
     header = ["setting", "seeds", *comparison.cells]
     table = markdown_table(
@@ -141,17 +153,17 @@ def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison"
         )
     else:
         columns = "The runs cover different task lists, so only the metrics are compared."
-    return "\n\n".join(
-        [
-            heading,
-            "A setting is the set of runs whose configs are identical except for `seed` and `output_dir`.",
-            members,
-            "Cells: with one seed, the run's value and, for the metrics, its 95% paired-bootstrap interval over "
-            "test examples (from results.json); with several seeds, mean ± sample standard deviation (n - 1) "
-            f"over the seeds. {columns}",
-            table,
-        ]
-    )
+    parts = [
+        heading,
+        "A setting is the set of runs whose configs are identical except for `seed` and `output_dir`.",
+        members,
+        machines,
+        "Cells: with one seed, the run's value and, for the metrics, its 95% paired-bootstrap interval over "
+        "test examples (from results.json); with several seeds, mean ± sample standard deviation (n - 1) "
+        f"over the seeds. {columns}",
+        table,
+    ]
+    return "\n\n".join(part for part in parts if part)
 
 
 def frontier_section(comparison: Comparison, heading: str = "### The stability-plasticity frontier") -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -34,6 +35,13 @@ class Run:
     label: str = ""  # unique in the report: the directory name (with its parents' where two collide)
     _jsonl: dict[str, list[dict]] = field(default_factory=dict, repr=False)
     _scores: list | None = field(default=None, repr=False)
+
+    @property
+    def machine(self) -> str:
+        """The kind of machine the run trained on: its GPU's name, else "CPU" (the same config on two kinds of
+        machine gives two different runs: their kernels round differently)."""
+        hardware = self.manifest.get("hardware", {})
+        return hardware.get("gpu") or ("GPU" if hardware.get("cuda") else "CPU")
 
     @property
     def slug(self) -> str:
@@ -229,6 +237,12 @@ def compare(settings: list[Setting]) -> Comparison:
             for s in settings
         ]
     return comparison
+
+
+def machines_label(runs: list[Run]) -> str:
+    """Each kind of machine the runs trained on, with how many ran there when they differ: "CPU 2, NVIDIA H200 1"."""
+    counts = Counter(run.machine for run in runs)
+    return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{m} {n}" for m, n in sorted(counts.items()))
 
 
 def seeds_label(setting: Setting) -> str:
