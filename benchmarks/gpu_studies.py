@@ -1,4 +1,4 @@
-"""The evidence studies' text lane (``benchmarks/studies/lanes.py gpu``) on a lent GPU, its finished runs brought back.
+"""The evidence studies' GPU lane (``benchmarks/studies/lanes.py gpu``) on a lent GPU, its finished runs brought back.
 
 It rides on the GPU check's payload (benchmarks/gpu_check.py: the wheels, the streams' task files and the model
 in parts, since one device command carries at most 64 MiB, the working tree included):

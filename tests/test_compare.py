@@ -240,16 +240,29 @@ def test_orders_are_replicates_paired_by_seed_and_order(tmp_path):
     assert "data.order" not in text
 
 
-def test_reuse_copies_a_finished_run_of_the_same_config_and_nothing_else(tmp_path):
+def test_reuse_copies_a_finished_run_of_the_same_config_and_machine_and_nothing_else(tmp_path):
     """Studies that share a baseline run it once: ``--reuse`` copies a finished run whose config differs only in
-    its directory, with its config naming the new one and its manifest the source; another seed is no copy."""
+    its directory and which trained on this kind of machine, with its config naming the new directory and its
+    manifest the source; another seed, or the same config from another kind of machine, is no copy."""
     from test_report import make_run
 
     from lcia.config import load_config
+    from lcia.core.precision import resolve_precision
+    from lcia.reporting.manifest import hardware
     from lcia.sweep import identical_run, run_or_resume
 
-    source = tmp_path / "studies" / "first" / "seq-lora-seed0"
-    make_run(source, examples=3)
+    def trained(path, here: bool):
+        run = make_run(path, examples=3)
+        gpu = {} if here else {"cuda": True, "gpu": "NVIDIA H200"}
+        manifest = run.read_json("manifest.json") | {
+            "hardware": hardware() | gpu,
+            "precision": resolve_precision("auto"),
+        }
+        run.write_json("manifest.json", manifest)
+
+    source, elsewhere = tmp_path / "studies" / "first" / "seq-lora-seed0", tmp_path / "gpu" / "seq-lora-seed0"
+    trained(elsewhere, here=False)
+    trained(source, here=True)
     (source / "adapters").mkdir()  # weights stay where they were trained
     same, other = (
         load_config(None, [f"output_dir={tmp_path / 'second' / 'seq-lora-seed0'}", f"seed={s}"]) for s in (0, 1)
@@ -263,10 +276,11 @@ def test_reuse_copies_a_finished_run_of_the_same_config_and_nothing_else(tmp_pat
     assert copy.read_jsonl("predictions.jsonl") == RunDir(source).read_jsonl("predictions.jsonl")
     assert copy.read_json("results.json") == RunDir(source).read_json("results.json")
     assert yaml.safe_load((copy.path / "config.yaml").read_text())["output_dir"] == str(copy.path)
-    assert copy.read_json("manifest.json")["copied_from"] == str(source)
+    assert copy.read_json("manifest.json") == RunDir(source).read_json("manifest.json") | {"copied_from": str(source)}
     assert not (copy.path / "adapters").exists()
     assert identical_run(other, tmp_path / "studies") is None
     assert identical_run(same, tmp_path / "second") is None  # a run is not its own source
+    assert identical_run(same, tmp_path / "gpu") is None  # another kind of machine made another run
 
 
 def test_runs_on_two_kinds_of_machine_are_named_and_so_are_pairs_across_them(tmp_path):

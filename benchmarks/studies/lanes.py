@@ -1,7 +1,7 @@
 """The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` commands, continued where they stopped.
 
     python benchmarks/studies/lanes.py cpu --parallel 2     # on a 2-core CPU: every study, two runs at a time
-    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the text studies, twelve runs at a time
+    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the frontiers at ranks 32 and 128, twelve at a time
     python benchmarks/studies/lanes.py cpu                  # the lane's commands in turn, one thread
 
 * ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` would run, built by the
@@ -47,22 +47,28 @@ def frontier(rank: int) -> list[str]:
 
 # every method; inflora collects its layer inputs over what 100 steps of 8 train on, as on coin-mini over 40 x 8
 OTHERS = "zero-shot,multitask,ewc,l2,lwf,replay,olora,moelora,ema,reglora,hide,inflora:samples=800,ilora,mrlora,gem"
-# The orders' original order and seeds-ni-cit's ema and ewc at seed 0 are copied from the identical runs of seeds-ni-cit
-# and the frontier (--reuse); each frontier runs all its points on one machine.
-NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, orders, every method, larger ranks
+SEEDS_NI_CIT = ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
+                "--out", f"{OUT}/seeds-ni-cit", "--reuse", OUT]  # fmt: skip
+# The same config on a CPU and a GPU gives two different runs, so a study keeps to one kind of machine: --reuse
+# copies only runs of this kind. The frontiers reuse nothing; the orders and seeds studies copy the frontier's.
+NI_CIT = [  # the text studies in the order they matter: the frontier at rank 8, the core four over seeds (seeds 1
+    # and 2 first: seed 0 is copied from the frontier), orders, every method, larger ranks
     frontier(8),
+    [*SEEDS_NI_CIT[:3], FOUR, "--seeds", "1,2,0", *SEEDS_NI_CIT[6:]],
     ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--orders", "original,reverse,alphabetical", "--seeds", "0",
      *NI, "--out", f"{OUT}/orders-ni-cit", "--reuse", OUT],
-    ["compare", "configs/ni-cit.yaml", "--methods", f"{FOUR},{OTHERS}", "--seeds", "0,1,2", *NI,
-     "--out", f"{OUT}/seeds-ni-cit", "--reuse", OUT],  # its first four finished (H200)
+    SEEDS_NI_CIT,
     frontier(32),
     frontier(128),
 ]  # fmt: skip
+SEEDS_H200 = ["compare", "configs/ni-cit.yaml", "--methods", FOUR, "--seeds", "0,1,2", *NI,
+              "--out", f"{OUT}/seeds-ni-cit-h200"]  # fmt: skip  # finished on one H200: the core four on a GPU
 COIN_SEEDS = ["compare", "configs/coin-mini.yaml", "--methods", f"{FOUR},gem,mrlora", "--seeds", "0,1,2",
               "--set", "training.steps=100", "--out", f"{OUT}/seeds-coin-mini"]  # fmt: skip
 DIVERSE_SEEDS = ["compare", "configs/ni-cit.yaml", "--methods", f"seq-lora,dema,{DIVERSE}", "--seeds", "0,1,2", *NI,
                  "--set", "stream=ni-cit-diverse", "--out", f"{OUT}/seeds-ni-cit-diverse"]  # fmt: skip
-LANES = {"cpu": [COIN_SEEDS, DIVERSE_SEEDS, *NI_CIT], "gpu": NI_CIT}  # gpu: the text studies (no embedder)
+# cpu: every study, the text ones last; gpu: whole studies the CPU reaches last (no embedder needed)
+LANES = {"cpu": [COIN_SEEDS, DIVERSE_SEEDS, *NI_CIT], "gpu": [SEEDS_H200, *NI_CIT[-2:]]}
 COMMON = ["--set", "threads=1", "--quiet"]
 
 
@@ -98,7 +104,7 @@ def parallel(name: str, workers: int, deadline: float) -> None:
     from lcia.sweep import finished
 
     smollm2_dir()  # converted once here, not by every worker at the same time
-    todo = [cfg.run_dir() for command in LANES[name] for cfg in configs(command)]
+    todo = dict.fromkeys(cfg.run_dir() for command in LANES[name] for cfg in configs(command))  # once each
     todo = [path for path in todo if not finished(Path(path))]
     print(f"{len(todo)} runs to go, {workers} at a time", flush=True)
     running: dict[subprocess.Popen, tuple[str, float]] = {}

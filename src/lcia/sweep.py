@@ -17,9 +17,11 @@ import yaml
 
 from lcia.config import RunConfig
 from lcia.core.files import read_json, write_json
+from lcia.core.precision import resolve_precision
 from lcia.errors import input_error
 from lcia.pipeline.run_files import RunDir
 from lcia.pipeline.stream_run import run
+from lcia.reporting.manifest import hardware, machine_kind
 from lcia.reporting.report import write_report
 
 
@@ -68,11 +70,15 @@ def run_or_resume(configs: list[RunConfig], progress: bool, log=print, reuse: Pa
 
 
 def identical_run(cfg: RunConfig, folder: Path) -> Path | None:
-    """A finished run under ``folder`` whose config is ``cfg`` but for its directory (studies share baselines)."""
+    """A finished run under ``folder`` whose config is ``cfg`` but for its directory (studies share baselines),
+    trained on this kind of machine: another kind would not have made the same run."""
     wanted = cfg.model_dump(mode="json") | {"output_dir": None}
+    here = machine_kind({"hardware": hardware(), "precision": resolve_precision(cfg.training.precision)})
     for config in sorted(folder.rglob("config.yaml")):
         path = config.parent
-        if path != Path(cfg.run_dir()) and finished(path) and _saved_config(path) | {"output_dir": None} == wanted:
+        if path == Path(cfg.run_dir()) or not finished(path) or _saved_config(path) | {"output_dir": None} != wanted:
+            continue
+        if machine_kind(read_json(path / "manifest.json")) == here:
             return path
     return None
 

@@ -72,6 +72,14 @@ def hardware() -> dict:
     return info
 
 
+def machine_kind(manifest: dict) -> str:
+    """The kind of machine a run trained on, from its manifest: its GPU's name, else "CPU", and its precision
+    ("NVIDIA H200 bf16"). The same config on two kinds gives two runs: their kernels round differently."""
+    hardware = manifest.get("hardware", {})
+    kind = hardware.get("gpu") or ("GPU" if hardware.get("cuda") else "CPU")
+    return f"{kind} {manifest['precision']}" if manifest.get("precision") else kind
+
+
 def manifest(seed: int, command: list[str] | None = None) -> dict:
     return {
         "command": command or sys.argv,

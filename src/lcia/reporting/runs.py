@@ -21,6 +21,7 @@ from lcia.errors import input_error
 from lcia.evaluation.metrics import METRICS
 from lcia.pipeline.run_files import RunDir
 from lcia.reporting import figures
+from lcia.reporting.manifest import machine_kind
 
 NOT_SETTING = ("seed", "output_dir")  # config keys that may differ between the runs of one setting
 ORDERS = get_args(DataConfig.model_fields["order"].annotation)  # the task orders, the stream's own first
@@ -38,10 +39,7 @@ class Run:
 
     @property
     def machine(self) -> str:
-        """The kind of machine the run trained on: its GPU's name, else "CPU" (the same config on two kinds of
-        machine gives two different runs: their kernels round differently)."""
-        hardware = self.manifest.get("hardware", {})
-        return hardware.get("gpu") or ("GPU" if hardware.get("cuda") else "CPU")
+        return machine_kind(self.manifest)
 
     @property
     def slug(self) -> str:
