@@ -101,3 +101,16 @@ def test_a_committed_copy_holds_its_sources_results_and_config_but_its_directory
         for name in ("results.json", "predictions.jsonl.gz", "train_log.jsonl.gz"):
             assert (copy / name).read_bytes() == (source / name).read_bytes(), copy / name
     assert copies  # seeds-ni-cit's seed 0, from the frontier at rank 8
+
+
+def test_the_machines_table_pairs_each_config_trained_on_two_kinds_once():
+    """benchmarks/studies/machines.py over the committed runs: seq-lora and dema at seed 0 ran on the H200 and on a
+    CPU; a copy of a run is not a second one."""
+    machines = load("machines", BENCHMARKS / "studies" / "machines.py")
+    pairs = machines.pairs_across_machines()
+    assert {(a.config["method"]["name"], a.config["seed"]) for a, _ in pairs} >= {("seq-lora", 0), ("dema", 0)}
+    assert all(a.machine == "CPU bf16" and b.machine == "NVIDIA H200 bf16" for a, b in pairs)
+    assert len({str(a.path) for a, _ in pairs}) == len(pairs)
+    seq_lora = next(pair for pair in pairs if pair[0].config["method"]["name"] == "seq-lora")
+    assert machines.same_predictions(*seq_lora, row=0) == pytest.approx(0.922, abs=1e-3)
+    assert "| seq-lora | 0 | 0.260 / 0.373: +0.113 [" in machines.table(pairs)

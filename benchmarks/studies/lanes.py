@@ -1,7 +1,7 @@
 """The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` commands, continued where they stopped.
 
     python benchmarks/studies/lanes.py cpu --parallel 2     # on a 2-core CPU: every study, two runs at a time
-    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the frontiers at ranks 32 and 128, twelve at a time
+    python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the frontiers at ranks 32 and 128, 12 at a time
     python benchmarks/studies/lanes.py cpu                  # the lane's commands in turn, one thread
 
 * ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` would run, built by the
