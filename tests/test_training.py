@@ -101,7 +101,7 @@ def test_answer_only_logits_give_the_loss_and_gradients_of_the_full_forward(tiny
     assert reference.logits.shape[:2] == (2, 6)
     torch.testing.assert_close(ours.logits, reference.logits[:, :-1][batch["labels"][:, 1:] != -100])
     reference.loss.backward()
-    assert float(ours.loss) == pytest.approx(float(reference.loss), rel=1e-6)
+    assert ours.loss.item() == pytest.approx(reference.loss.item(), rel=1e-6)
     for name, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(ours_grads[name], p.grad, rtol=1e-4, atol=1e-6)
