@@ -23,7 +23,7 @@ from scipy import stats
 
 from lcia.evaluation.metrics import bootstrap_differences
 from lcia.pipeline.run_files import RunDir
-from lcia.reporting.runs import Comparison, Setting, replicate, replicate_label, replicates_name
+from lcia.reporting.runs import TWO_MACHINES, Comparison, Setting, replicate, replicate_label, replicates_name
 from lcia.reporting.tables import markdown_table
 
 SHOWN = ("Avg.ACC", "New.ACC", "Forgetting")  # the headline, plasticity and stability
@@ -141,7 +141,6 @@ def _across_machines(differences: list[Difference]) -> str:
     if not named:
         return ""
     return (
-        f"Pairs across two kinds of machine: {'; '.join(named)}. The same config on two kinds gives two different "
-        "runs (their kernels round differently), and the interval over test examples does not measure that: read "
-        "these differences as carrying the machine's noise too."
+        f"Pairs across two kinds of machine: {'; '.join(named)}. {TWO_MACHINES}, and the interval over test "
+        "examples does not measure that: read these differences as carrying the machine's noise too."
     )

@@ -24,6 +24,7 @@ from lcia.reporting import figures
 from lcia.reporting.curves import curve_gaps, curves_section, method_of
 from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.runs import (
+    TWO_MACHINES,
     Comparison,
     Run,
     Summary,
@@ -133,9 +134,8 @@ def comparison_section(comparison: Comparison, heading: str = "## 2. Comparison"
     )
     runs = [run for s in settings for run in s.runs]
     machines = (
-        f"The runs trained on more than one kind of machine ({machines_label(runs)}). The same config on two kinds "
-        "gives two different runs (their kernels round differently), so a difference between runs of two kinds "
-        "carries that noise too."
+        f"The runs trained on more than one kind of machine ({machines_label(runs)}). {TWO_MACHINES}, so a "
+        "difference between runs of two kinds carries that noise too."
         if len({run.machine for run in runs}) > 1
         else ""
     )

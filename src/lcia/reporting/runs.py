@@ -23,6 +23,8 @@ from lcia.pipeline.run_files import RunDir
 from lcia.reporting import figures
 from lcia.reporting.manifest import machine_kind
 
+# why a report names the machines: said once, in the settings and in the paired differences
+TWO_MACHINES = "The same config on two kinds of machine gives two different runs (their kernels round differently)"
 NOT_SETTING = ("seed", "output_dir")  # config keys that may differ between the runs of one setting
 ORDERS = get_args(DataConfig.model_fields["order"].annotation)  # the task orders, the stream's own first
 
