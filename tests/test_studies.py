@@ -113,4 +113,8 @@ def test_the_machines_table_pairs_each_config_trained_on_two_kinds_once():
     assert len({str(a.path) for a, _ in pairs}) == len(pairs)
     seq_lora = next(pair for pair in pairs if pair[0].config["method"]["name"] == "seq-lora")
     assert machines.same_predictions(*seq_lora, row=0) == pytest.approx(0.922, abs=1e-3)
-    assert "| seq-lora | 0 | 0.260 / 0.373: +0.113 [" in machines.table(pairs)
+    order = [(a.config["seed"], machines.method_label(a.config)) for a, _ in pairs]
+    assert order == sorted(order)
+    text = machines.table(pairs)
+    assert "| seq-lora | 0 | 0.260 / 0.373: +0.113 [" in text
+    assert "- Avg.ACC by setting, mean difference over its pairs: dema " in text

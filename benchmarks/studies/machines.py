@@ -36,7 +36,8 @@ def pairs_across_machines() -> list[tuple[Run, Run]]:
             run = load_run(manifest.parent)
             key = json.dumps(run.config | {"output_dir": None}, sort_keys=True)
             by_config[key].setdefault(run.machine, run)
-    return [tuple(runs[kind] for kind in sorted(runs))[:2] for runs in by_config.values() if len(runs) > 1]
+    pairs = [tuple(runs[kind] for kind in sorted(runs))[:2] for runs in by_config.values() if len(runs) > 1]
+    return sorted(pairs, key=lambda pair: (pair[0].config["seed"], method_label(pair[0].config)))
 
 
 def answers(run: Run, row: int | None) -> dict[tuple, str]:
@@ -57,7 +58,7 @@ def same_predictions(a: Run, b: Run, row: int | None = None) -> float:
 
 
 def table(pairs: list[tuple[Run, Run]]) -> str:
-    rows, differences = [], defaultdict(list)
+    rows, differences, by_setting = [], defaultdict(list), defaultdict(list)
     for first, second in pairs:
         paired = bootstrap_differences([(second.example_scores(), first.example_scores())])
         cells = []
@@ -68,6 +69,7 @@ def table(pairs: list[tuple[Run, Run]]) -> str:
                 f"{values[0]:.3f} / {values[1]:.3f}: {paired[name]['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
             )
             differences[name].append(paired[name]["difference"])
+        by_setting[method_label(first.config)].append(paired["Avg.ACC"]["difference"])
         same = f"{same_predictions(first, second, row=0):.3f} / {same_predictions(first, second):.3f}"
         rows.append([method_label(first.config), str(first.config["seed"]), *cells, same])
     kinds = f"{pairs[0][0].machine} / {pairs[0][1].machine}"
@@ -76,6 +78,10 @@ def table(pairs: list[tuple[Run, Run]]) -> str:
         + (f", t-test p {stats.ttest_1samp(d, 0).pvalue:.3f}" if len(d) > 1 else "")
         for name, d in differences.items()
     ]
+    summary.append(
+        "- Avg.ACC by setting, mean difference over its pairs: "
+        + ", ".join(f"{label} {sum(d) / len(d):+.3f} ({len(d)})" for label, d in sorted(by_setting.items()))
+    )
     header = ["setting", "seed", *(f"{name} ({kinds}: difference)" for name in SHOWN), "same predictions (row 0 / all)"]
     return markdown_table(header, rows) + "\n\n" + "\n".join(summary)
 
