@@ -235,6 +235,7 @@ def test_orders_are_replicates_paired_by_seed_and_order(tmp_path):
     assert avg["t_test_p"] == pytest.approx(stats.ttest_rel([0.75, 0.70], [0.50, 0.55]).pvalue)
     assert "| lcia | 2 (0, reverse 0) | +0.200 [" in text and "; orders p " in text
     assert "Task orders count as seeds here" in text
+    assert "differs from the others only in its method, seed and task order." in text
     report = write_report(runs, tmp_path / "report").read_text()  # lcia report keeps each order a setting
     assert "# lcia report: 4 runs, 4 settings" in report and "| lcia [data.order=reverse] | 1 (reverse 0) |" in report
     assert "data.order" not in text

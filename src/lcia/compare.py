@@ -143,6 +143,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     differences, gaps = paired_differences(comparison), curve_gaps(comparison)
     config = runs[0].config
     training = config["training"]
+    varied = "method, seed and task order" if len({run.config["data"]["order"] for run in runs}) > 1 else "method and seed"
     times = "\n".join(
         f"- {s.label}: training {_seconds(s.runs, 'train'):.0f} s, evaluation {_seconds(s.runs, 'eval'):.0f} s "
         "(mean per run)"
@@ -153,7 +154,7 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
         f"Command: `{shlex.join(command or sys.argv)}`",
         f"Stream {config['stream']}, model {config['model']['name_or_path']}, LoRA r={config['lora']['r']}, "
         f"{training['steps']} steps per task, batch {training['batch_size']} x {training['grad_accum']}, "
-        f"lr {training['lr']}; every run differs from the others only in its method and seed.",
+        f"lr {training['lr']}; every run differs from the others only in its {varied}.",
         comparison_section(comparison, heading="## Results"),
         differences_section(comparison, differences, "## Paired differences"),
         frontier_section(comparison, "## The stability-plasticity frontier"),
