@@ -4,14 +4,17 @@ without touching a run already finished here."""
 
 import importlib.util
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 
+from lcia.compare import write_comparison
 from lcia.sweep import _saved_config, finished
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+STUDIES = sorted(path.parent.name for path in (BENCHMARKS / "studies").glob("*/comparison.json"))
 
 
 def load(name: str, path: Path):
@@ -45,6 +48,20 @@ def test_every_committed_run_of_a_lane_is_one_its_command_keeps(lanes, monkeypat
                 assert _saved_config(path) == cfg.model_dump(mode="json"), path
                 committed += 1
     assert committed >= 12  # seeds-ni-cit at least
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_committed_comparison_is_what_its_committed_runs_give_again(study, tmp_path, monkeypatch):
+    """A fresh clone holds each study's small files only (no adapters, no checkpoints): from them, comparison.md
+    and comparison.json are written again byte for byte, with the command the committed one records."""
+    monkeypatch.chdir(BENCHMARKS.parent)  # the runs are named relative to the repository
+    committed = BENCHMARKS / "studies" / study
+    record, text = json.loads((committed / "comparison.json").read_text()), (committed / "comparison.md").read_text()
+    runs = [run for setting in record["settings"] for run in setting["runs"]]
+    command = shlex.split(text.split("Command: `", 1)[1].split("`", 1)[0])
+    write_comparison(runs, tmp_path, command=command)
+    assert (tmp_path / "comparison.md").read_text() == text
+    assert json.loads((tmp_path / "comparison.json").read_text()) == record
 
 
 def test_the_gpu_lane_takes_whole_studies_the_cpu_lane_reaches_last(lanes):
