@@ -143,7 +143,8 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     differences, gaps = paired_differences(comparison), curve_gaps(comparison)
     config = runs[0].config
     training = config["training"]
-    varied = "method, seed and task order" if len({run.config["data"]["order"] for run in runs}) > 1 else "method and seed"
+    orders = {run.config["data"]["order"] for run in runs}
+    varied = "method, seed and task order" if len(orders) > 1 else "method and seed"
     times = "\n".join(
         f"- {s.label}: training {_seconds(s.runs, 'train'):.0f} s, evaluation {_seconds(s.runs, 'eval'):.0f} s "
         "(mean per run)"
