@@ -69,9 +69,10 @@ def table(pairs: list[tuple[Run, Run]]) -> str:
                 f"{values[0]:.3f} / {values[1]:.3f}: {paired[name]['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
             )
             differences[name].append(paired[name]["difference"])
-        by_setting[method_label(first.config)].append(paired["Avg.ACC"]["difference"])
+        label = method_label(first.config)
+        by_setting[label].append(paired["Avg.ACC"]["difference"])
         same = f"{same_predictions(first, second, row=0):.3f} / {same_predictions(first, second):.3f}"
-        rows.append([method_label(first.config), str(first.config["seed"]), *cells, same])
+        rows.append([label, str(first.config["seed"]), *cells, same])
     kinds = f"{pairs[0][0].machine} / {pairs[0][1].machine}"
     summary = [
         f"- {name}: mean difference {sum(d) / len(d):+.3f} over {len(d)} pairs"

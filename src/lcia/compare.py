@@ -37,7 +37,16 @@ from lcia.errors import LciaError
 from lcia.reporting.curves import curve_gaps, curves_section
 from lcia.reporting.differences import differences_section, paired_differences
 from lcia.reporting.report import comparison_section, definitions_section, frontier_section, write_report
-from lcia.reporting.runs import ORDERS, Comparison, compare, group_settings, label_runs, load_run
+from lcia.reporting.runs import (
+    ORDERS,
+    Comparison,
+    compare,
+    group_settings,
+    label_runs,
+    load_run,
+    replicate,
+    replicates_name,
+)
 from lcia.sweep import run_or_resume
 from lcia.yamlfile import validation_error
 
@@ -143,8 +152,8 @@ def write_comparison(run_dirs: list[str], out: Path, command: list[str] | None =
     differences, gaps = paired_differences(comparison), curve_gaps(comparison)
     config = runs[0].config
     training = config["training"]
-    orders = {run.config["data"]["order"] for run in runs}
-    varied = "method, seed and task order" if len(orders) > 1 else "method and seed"
+    over = replicates_name([replicate(run) for run in runs])
+    varied = "method and seed" if over == "seeds" else "method, seed and task order"
     times = "\n".join(
         f"- {s.label}: training {_seconds(s.runs, 'train'):.0f} s, evaluation {_seconds(s.runs, 'eval'):.0f} s "
         "(mean per run)"
