@@ -5,7 +5,9 @@ without touching a run already finished here."""
 import importlib.util
 import json
 import shlex
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,8 +104,28 @@ def test_a_worker_finds_its_run_by_directory_and_status_counts_each_study(lanes,
     lanes.status(lanes.LANES["cpu"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(lanes.LANES["cpu"])
-    totals = [int(line.split(" of ")[1].removesuffix(" finished")) for line in lines if "/seeds-ni-cit:" in line]
+    totals = [int(line.split(" of ")[1].split(" finished")[0]) for line in lines if "/seeds-ni-cit:" in line]
     assert totals == [4 * 3, 19 * 3]  # the core four first, then every method, over three seeds
+
+
+def test_a_run_is_expected_to_take_its_settings_time_else_its_methods_else_the_median(lanes, monkeypatch):
+    monkeypatch.chdir(lanes.ROOT)
+    r8, r16 = lanes.configs(lanes.frontier(8)), lanes.configs(lanes.frontier(16))  # rank 16: never run
+    olora = lanes.configs(["compare", "configs/ni-cit.yaml", "--methods", "olora", "--seeds", "0", *lanes.NI,
+                           "--set", "lora.r=16", "--out", "nowhere"])  # fmt: skip
+    expected = lanes.expected_seconds(r8 + r16 + olora)
+    took = {cfg.run_dir(): json.loads(Path(cfg.run_dir(), "manifest.json").read_text())["timings"] for cfg in r8}
+    assert all(expected[path] == timings["total_seconds"] for path, timings in took.items())
+    ewc = [took[cfg.run_dir()]["total_seconds"] for cfg in r8 if cfg.method.name == "ewc"]
+    assert [expected[cfg.run_dir()] for cfg in r16 if cfg.method.name == "ewc"] == [statistics.fmean(ewc)] * 3
+    assert expected[olora[0].run_dir()] > 0  # no olora among them: the median of the others
+
+
+def test_near_the_deadline_a_shorter_run_starts_and_a_longer_one_waits(lanes):
+    expected = {"gem": 7200.0, "seq-lora": 800.0}
+    assert lanes.first_to_fit(["gem", "seq-lora"], expected, deadline=time.monotonic() + 1800) == "seq-lora"
+    assert lanes.first_to_fit(["gem", "seq-lora"], expected, deadline=float("inf")) == "gem"
+    assert lanes.first_to_fit(["gem"], expected, deadline=time.monotonic() + 1800) is None
 
 
 def test_a_committed_copy_holds_its_sources_results_and_config_but_its_directory(lanes, monkeypatch):

@@ -1,15 +1,20 @@
 """The evidence studies (docs/evidence.md) as lanes of ``lcia compare`` commands, continued where they stopped.
 
     python benchmarks/studies/lanes.py cpu --parallel 2     # on a 2-core CPU: every study, two runs at a time
+    python benchmarks/studies/lanes.py cpu --parallel 2 --deadline 9600   # ... none left half-done after 160 min
     python benchmarks/studies/lanes.py gpu --parallel 12    # on a GPU: the frontiers at ranks 32 and 128, 12 at a time
     python benchmarks/studies/lanes.py cpu                  # the lane's commands in turn, one thread
 
 * ``--parallel N``: every run of the lane's commands (the configs ``lcia compare`` would run, built by the
   same function, so the command keeps them later) runs as a process of its own, N at a time, one
   thread each. On a CPU, one queue for every core: no core waits while another study still has runs to go. On
-  a GPU, a small model leaves it mostly idle, so N processes share it. ``--deadline`` seconds: no run starts
-  after it and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never lost).
-  A study's command typed afterwards keeps its finished runs and writes its comparison.
+  a GPU, a small model leaves it mostly idle, so N processes share it. Within a study the longest runs go first
+  (each run's expected wall time is its setting's mean over the lane's finished runs, else its method's, else
+  the median), so that a run as long as a session (``gem`` takes hours on a CPU) starts when a session does.
+  ``--deadline`` seconds: a run starts only if it is expected to end before it (a shorter one takes the core
+  instead), and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never lost,
+  but a checkpoint is weights, kept only on the machine that wrote it). A study's command typed afterwards
+  keeps its finished runs and writes its comparison.
 * **One command at a time** (the default): each command keeps its finished runs, resumes a stopped one and
   writes its comparison or report, exactly as typed by hand; one core.
 
@@ -20,8 +25,10 @@ finish (adapters and checkpoints are ignored); benchmarks/studies/README.md says
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -104,18 +111,26 @@ def parallel(name: str, workers: int, deadline: float) -> None:
     from lcia.sweep import finished
 
     smollm2_dir()  # converted once here, not by every worker at the same time
-    todo = dict.fromkeys(cfg.run_dir() for command in LANES[name] for cfg in configs(command))  # once each
+    studies = [configs(command) for command in LANES[name]]
+    expected = expected_seconds([cfg for study in studies for cfg in study])
+    todo = []  # study by study, the longest runs of each first; a run two studies share, once
+    for study in studies:
+        todo += sorted({cfg.run_dir() for cfg in study} - set(todo), key=lambda path: -expected[path])
     todo = [path for path in todo if not finished(Path(path))]
-    print(f"{len(todo)} runs to go, {workers} at a time", flush=True)
+    print(f"{len(todo)} runs to go, {workers} at a time, about {sum(map(expected.get, todo)) / 3600:.1f} h", flush=True)
     running: dict[subprocess.Popen, tuple[str, float]] = {}
-    while (todo or running) and time.monotonic() < deadline:
-        while todo and len(running) < workers:
-            path = todo.pop(0)
+    while time.monotonic() < deadline:
+        while len(running) < workers and (path := first_to_fit(todo, expected, deadline)):
+            todo.remove(path)
             running[spawn(name, path)] = (path, time.monotonic())
         for process in [p for p in running if p.poll() is not None]:
             path, started = running.pop(process)
             print(f"{path}: exit {process.returncode} after {time.monotonic() - started:.0f} s", flush=True)
+        if not running:
+            break
         time.sleep(1)
+    if todo:
+        print(f"{len(todo)} runs left for the next start (none of them fits before the deadline)", flush=True)
     for process in running:  # the deadline: each saves a checkpoint and stops
         process.send_signal(signal.SIGTERM)
     grace = time.monotonic() + 30
@@ -125,6 +140,34 @@ def parallel(name: str, workers: int, deadline: float) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
         print(f"{path}: stopped at the deadline", flush=True)
+
+
+def expected_seconds(runs: list) -> dict[str, float]:
+    """Each run's expected wall time, by its directory: the mean over the finished runs of its setting (the
+    same config but for seed, task order and directory), else of its method, else the median of those."""
+    from lcia.sweep import finished
+
+    times: dict[str, list[float]] = {}
+    for cfg in runs:
+        if finished(path := Path(cfg.run_dir())):
+            seconds = json.loads((path / "manifest.json").read_text())["timings"]["total_seconds"]
+            for key in (setting_of(cfg), cfg.method.name):
+                times.setdefault(key, []).append(seconds)
+    means = {key: statistics.fmean(values) for key, values in times.items()}
+    median = statistics.median(means.values()) if means else 0.0
+    return {cfg.run_dir(): means.get(setting_of(cfg), means.get(cfg.method.name, median)) for cfg in runs}
+
+
+def setting_of(cfg) -> str:
+    config = cfg.model_dump(mode="json")
+    config["data"].pop("order")
+    return json.dumps({key: value for key, value in config.items() if key not in ("seed", "output_dir")})
+
+
+def first_to_fit(todo: list[str], expected: dict[str, float], deadline: float) -> str | None:
+    """The first run of the queue expected to end before ``deadline``: a longer one waits for a later start
+    rather than lose its training when the session ends."""
+    return next((path for path in todo if time.monotonic() + expected[path] <= deadline), None)
 
 
 def spawn(name: str, path: str) -> subprocess.Popen:
@@ -145,12 +188,16 @@ def one(lane: list[list[str]], path: str) -> None:
 
 
 def status(lane: list[list[str]]) -> None:
-    """Each study of the lane: its runs finished, and in all."""
+    """Each study of the lane: its runs finished, in all, and the expected hours of the rest on one core."""
     from lcia.sweep import finished
 
-    for command in lane:
-        paths = [Path(cfg.run_dir()) for cfg in configs(command)]
-        print(f"{command[command.index('--out') + 1]}: {sum(map(finished, paths))} of {len(paths)} finished")
+    studies = [configs(command) for command in lane]
+    expected = expected_seconds([cfg for study in studies for cfg in study])
+    for command, study in zip(lane, studies):
+        left = [cfg.run_dir() for cfg in study if not finished(Path(cfg.run_dir()))]
+        hours = sum(map(expected.get, left)) / 3600
+        out = command[command.index("--out") + 1]
+        print(f"{out}: {len(study) - len(left)} of {len(study)} finished, about {hours:.1f} h of runs to go")
 
 
 def main() -> None:
