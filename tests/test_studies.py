@@ -121,6 +121,17 @@ def test_a_run_is_expected_to_take_its_settings_time_else_its_methods_else_the_m
     assert expected[olora[0].run_dir()] > 0  # no olora among them: the median of the others
 
 
+def test_a_stopped_run_is_expected_to_take_at_least_what_it_has_spent(lanes, monkeypatch, tmp_path):
+    monkeypatch.chdir(lanes.ROOT)
+    [cfg] = lanes.configs(
+        ["compare", "configs/ni-cit.yaml", "--methods", "gem", "--seeds", "0", "--out", str(tmp_path)]
+    )
+    Path(cfg.run_dir()).mkdir(parents=True)
+    timings = {"stages": [{"seconds": 900.0}, {"seconds": 1800.0}], "rows": [20.0, 20.0]}  # stopped in stage 3
+    Path(cfg.run_dir(), "manifest.json").write_text(json.dumps({"timings": timings}))
+    assert lanes.expected_seconds([cfg]) == {cfg.run_dir(): 2740.0}
+
+
 def test_near_the_deadline_a_shorter_run_starts_and_a_longer_one_waits(lanes):
     expected = {"gem": 7200.0, "seq-lora": 800.0}
     assert lanes.first_to_fit(["gem", "seq-lora"], expected, deadline=time.monotonic() + 1800) == "seq-lora"

@@ -10,7 +10,8 @@
   thread each. On a CPU, one queue for every core: no core waits while another study still has runs to go. On
   a GPU, a small model leaves it mostly idle, so N processes share it. Within a study the longest runs go first
   (each run's expected wall time is its setting's mean over the lane's finished runs, else its method's, else
-  the median), so that a run as long as a session (``gem`` takes hours on a CPU) starts when a session does.
+  the median, and at least what a stopped run has spent), so that a run as long as a session (``gem`` takes
+  hours on a CPU) starts when a session does.
   ``--deadline`` seconds: a run starts only if it is expected to end before it (a shorter one takes the core
   instead), and a running one is stopped there by SIGTERM (it saves a checkpoint; a finished run is never lost,
   but a checkpoint is weights, kept only on the machine that wrote it). A study's command typed afterwards
@@ -144,18 +145,27 @@ def parallel(name: str, workers: int, deadline: float) -> None:
 
 def expected_seconds(runs: list) -> dict[str, float]:
     """Each run's expected wall time, by its directory: the mean over the finished runs of its setting (the
-    same config but for seed, task order and directory), else of its method, else the median of those."""
+    same config but for seed, task order and directory), else of its method, else the median of those; at
+    least what a stopped run has spent already (it starts again from its first stage on another machine)."""
     from lcia.sweep import finished
 
     times: dict[str, list[float]] = {}
+    spent: dict[str, float] = {}
     for cfg in runs:
-        if finished(path := Path(cfg.run_dir())):
-            seconds = json.loads((path / "manifest.json").read_text())["timings"]["total_seconds"]
+        path = Path(cfg.run_dir())
+        if (path / "manifest.json").exists():
+            timings = json.loads((path / "manifest.json").read_text())["timings"]
+            if not finished(path):
+                spent[cfg.run_dir()] = sum(stage["seconds"] for stage in timings["stages"]) + sum(timings["rows"])
+                continue
             for key in (setting_of(cfg), cfg.method.name):
-                times.setdefault(key, []).append(seconds)
+                times.setdefault(key, []).append(timings["total_seconds"])
     means = {key: statistics.fmean(values) for key, values in times.items()}
     median = statistics.median(means.values()) if means else 0.0
-    return {cfg.run_dir(): means.get(setting_of(cfg), means.get(cfg.method.name, median)) for cfg in runs}
+    return {
+        cfg.run_dir(): max(means.get(setting_of(cfg), means.get(cfg.method.name, median)), spent.get(cfg.run_dir(), 0))
+        for cfg in runs
+    }
 
 
 def setting_of(cfg) -> str:
