@@ -169,9 +169,9 @@ def expected_seconds(runs: list) -> dict[str, float]:
 
 
 def setting_of(cfg) -> str:
-    config = cfg.model_dump(mode="json")
-    config["data"].pop("order")
-    return json.dumps({key: value for key, value in config.items() if key not in ("seed", "output_dir")})
+    from lcia.reporting.runs import setting_config
+
+    return json.dumps(setting_config(cfg.model_dump(mode="json"), pool_orders=True), sort_keys=True)
 
 
 def first_to_fit(todo: list[str], expected: dict[str, float], deadline: float) -> str | None:

@@ -177,7 +177,8 @@ def setting_labels(configs: list[dict]) -> list[str]:
     return labels
 
 
-def _setting_config(config: dict, pool_orders: bool = False) -> dict:
+def setting_config(config: dict, pool_orders: bool = False) -> dict:
+    """What makes ``config`` a setting: all but its seed and directory (and, with ``pool_orders``, its task order)."""
     kept = {k: v for k, v in config.items() if k not in NOT_SETTING}
     return kept | {"data": {k: v for k, v in kept["data"].items() if k != "order"}} if pool_orders else kept
 
@@ -203,8 +204,8 @@ def group_settings(runs: list[Run], pool_orders: bool = False) -> list[Setting]:
     setting, its runs sorted by seed, then order."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(json.dumps(_setting_config(run.config, pool_orders), sort_keys=True), []).append(run)
-    labels = setting_labels([_setting_config(members[0].config, pool_orders) for members in groups.values()])
+        groups.setdefault(json.dumps(setting_config(run.config, pool_orders), sort_keys=True), []).append(run)
+    labels = setting_labels([setting_config(members[0].config, pool_orders) for members in groups.values()])
     order = lambda run: (run.config["seed"], ORDERS.index(run.config["data"]["order"]))  # noqa: E731
     return [Setting(label, sorted(members, key=order)) for label, members in zip(labels, groups.values())]
 
