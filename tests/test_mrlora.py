@@ -1,6 +1,7 @@
 """MR-LoRA: routing requests and their scoring worked by hand on a stub, the router learning in the loop, a saved
 stage routing again as the run did."""
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -14,7 +15,15 @@ from lcia.data.prompts import IGNORE_INDEX, encode_for_training
 from lcia.data.schema import Example
 from lcia.data.tasks import Task
 from lcia.methods import build_method, mrlora
-from lcia.methods.mrlora import ROUTER_TAIL, MrLora, letter, routing_example, sequence_log_likelihoods
+from lcia.methods.mrlora import (
+    ROUTER_TAIL,
+    MrLora,
+    letter,
+    routing_example,
+    sequence_log_likelihoods,
+    shared_prompt_log_likelihoods,
+)
+from lcia.models.forward import answer_forward, batch_inputs
 from lcia.models.loading import load_base_model, load_tokenizer
 from lcia.models.lora import lora_config
 from lcia.pipeline import stream_run
@@ -53,6 +62,28 @@ def test_sequence_log_likelihoods_sum_each_rows_answer_tokens():
     assert torch.allclose(sequence_log_likelihoods(logits, labels), expected)
 
 
+def test_a_shared_prompt_scores_each_answer_as_the_plain_forward_does(tiny_model_dir):
+    """Runs of three requests, one prompt each (of different lengths), answers of one and of several tokens:
+    encoding each prompt once and its answers on its cache gives the plain forward's scores."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = _routable(load_base_model(tiny_model_dir), tokenizer).eval()
+    holds = [["colors"], ["echo"], ["sums"]]
+    instances = [Example("Name the color.", "item 3", "red"), Example("Repeat the word twice, please.", "w7 w7 w7", "")]
+    requests = [routing_example(ex, holds, i) for ex in instances for i in range(3)]
+    requests[1] = dataclasses.replace(requests[1], output="B, the echo expert")  # a longer answer in each run
+    requests[5] = dataclasses.replace(requests[5], output="C or A")
+    features = [encode_for_training(tokenizer, request, 512) for request in requests]
+    assert not any(f.truncated for f in features)
+    assert len({f.labels.count(IGNORE_INDEX) for f in features}) == 2  # two prompts of different lengths
+    assert len({len(f.input_ids) - f.labels.count(IGNORE_INDEX) for f in features}) == 3  # answers of 3 lengths
+    batch = batch_inputs(features, tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        plain = sequence_log_likelihoods(answer_forward(model, batch).logits, batch["labels"])
+        shared = shared_prompt_log_likelihoods(model, batch, 3)
+        mixed = shared_prompt_log_likelihoods(model, batch, 2)  # runs that straddle two prompts: the plain forward
+    assert torch.allclose(shared, plain, atol=1e-4) and torch.equal(mixed, plain)
+
+
 class Bigram(torch.nn.Module):
     """A stub model: the next token's log-probabilities depend on the current token and the active adapter only."""
 
@@ -68,8 +99,10 @@ class Bigram(torch.nn.Module):
         self.switches.append(name)
         self.active_adapter = name
 
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.head(self.tables[self.active_adapter][input_ids]))
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=False):
+        # a bigram needs no past tokens: its cache, for routing's prompt-then-answers passes, holds nothing
+        cache = cache or SimpleNamespace(batch_repeat_interleave=lambda repeats: None)
+        return SimpleNamespace(logits=self.head(self.tables[self.active_adapter][input_ids]), cache=cache)
 
 
 def _stub_inputs(seen: list):

@@ -23,8 +23,10 @@ Parameters (``method.params``):
 
 Stores one adapter per task, the router adapter and replay_per_task examples per task (routing needs the model,
 so ``lcia route`` without one cannot route). A stage costs one adapter's training plus router_steps steps on
-routing prompts (a few hundred tokens each); each test instance costs one routing request per expert, scored in
-forward passes of ROUTE_ROWS requests. A saved stage holds the experts and the router as PEFT adapters and
+routing prompts (a few hundred tokens each). A test instance costs one pass of its routing prompt, whose KV cache
+then scores every expert's letter (a few tokens each), rather than one whole request per expert: the prompt lists
+every expert, so that would grow with the experts squared (7.4 times slower at 7 experts, benchmarks/
+routing_speed.py). A saved stage holds the experts and the router as PEFT adapters and
 mrlora.json (the experts, what each holds, the replay set).
 """
 
@@ -87,6 +89,56 @@ def sequence_log_likelihoods(logits: torch.Tensor, labels: torch.Tensor) -> torc
     token = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[answers][:, None])[:, 0]
     rows = answers.nonzero()[:, 0].to(token.device)
     return torch.zeros(len(labels), device=token.device).index_add_(0, rows, token)
+
+
+def shared_prompt_log_likelihoods(model, batch: dict[str, torch.Tensor], group: int) -> torch.Tensor:
+    """``sequence_log_likelihoods`` of ``answer_forward`` on ``batch``, whose rows come in runs of ``group`` that share
+    one prompt and differ in their answers (an instance's routing requests, one per expert). Each prompt is encoded
+    once, with logits at its last position only, and its KV cache copied to its run's rows, which then encode only
+    their answers: one prompt pass per instance instead of one per expert. A batch whose runs differ in their
+    prompts (or whose rows are not all pictured alike) takes the plain forward."""
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    images = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+    starts = (labels != IGNORE_INDEX).int().argmax(1)  # each row's first answer token: its prompt's length
+    leads = torch.arange(0, len(ids), group, device=ids.device)
+    shared = all(
+        bool((starts[lead : lead + group] == starts[lead]).all())
+        and bool((ids[lead : lead + group, : starts[lead]] == ids[lead, : starts[lead]]).all())
+        for lead in leads.tolist()
+    )
+    head = model.get_output_embeddings()
+    if not shared or head is None or len(ids) % group or any(len(v) != len(ids) for v in images.values()):
+        return sequence_log_likelihoods(answer_forward(model, batch).logits, labels)
+    # The prompt pass, right-padded: logits only where each prompt's last token predicts the first answer token.
+    width, prompt_starts = int(starts.max()), starts[leads]
+    prompt_mask = (torch.arange(width, device=ids.device) < prompt_starts[:, None]).long()
+    last = (torch.arange(len(leads), device=ids.device), prompt_starts - 1)
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][last][:, None],))
+    try:
+        inputs = {k: v[leads] for k, v in images.items()}
+        out = model(input_ids=ids[leads, :width], attention_mask=prompt_mask, use_cache=True, **inputs)
+    finally:
+        handle.remove()
+    rows = torch.arange(len(ids), device=ids.device)
+    scores = torch.log_softmax(out.logits[:, 0].float(), -1).repeat_interleave(group, 0)[rows, ids[rows, starts]]
+    # The answers' later tokens, each row on its prompt's cache (positions and mask go on from the prompt).
+    lengths = mask.sum(1) - starts  # answer tokens, end-of-turn included
+    steps = int(lengths.max()) - 1
+    if steps == 0:
+        return scores
+    offsets = torch.arange(steps, device=ids.device)
+    inside = offsets < (lengths - 1)[:, None]
+    at = (starts[:, None] + offsets).clamp(max=ids.shape[1] - 1)
+    out.cache.batch_repeat_interleave(group)
+    out = model(
+        input_ids=ids.gather(1, at).masked_fill(~inside, 0),
+        attention_mask=torch.cat([prompt_mask.repeat_interleave(group, 0), inside.long()], dim=1),
+        position_ids=starts[:, None] + offsets,
+        cache=out.cache,
+    )
+    targets = ids.gather(1, (at + 1).clamp(max=ids.shape[1] - 1))
+    token = torch.log_softmax(out.logits.float(), -1).gather(-1, targets[..., None])[..., 0]
+    return scores + token.masked_fill(~inside, 0.0).sum(1)
 
 
 def _as_example(record: dict) -> Example:
@@ -193,7 +245,7 @@ class MrLora(Method):
     # --- routing ------------------------------------------------------------------------------------
     def _scores(self, examples: list[Example]) -> list[dict[str, float]]:
         """Each expert's log-likelihood as the router's answer to each example: one row per (example, expert), in
-        forward passes of about ROUTE_ROWS rows."""
+        passes of about ROUTE_ROWS rows, each example's prompt encoded once for all its rows."""
         holds = [self.holds[e] for e in self.experts]
         per_pass = max(1, ROUTE_ROWS // len(holds))
         model = self._model
@@ -207,9 +259,8 @@ class MrLora(Method):
                     for ex in examples[start : start + per_pass]
                     for i in range(len(holds))
                 ]
-                batch = self._inputs(requests)
                 with torch.no_grad():
-                    scores += sequence_log_likelihoods(answer_forward(model, batch).logits, batch["labels"]).tolist()
+                    scores += shared_prompt_log_likelihoods(model, self._inputs(requests), len(holds)).tolist()
         finally:
             model.set_adapter(previous, inference_mode=True)
         rows = [scores[i : i + len(holds)] for i in range(0, len(scores), len(holds))]
