@@ -94,8 +94,12 @@ def test_killed_runs_resume_to_the_uninterrupted_matrix(tiny_config, tmp_path):
     )
     assert finished.returncode == 0, finished.stderr
     assert _outcome(run_dir) == expected
-    stages = RunDir(run_dir).read_json("manifest.json")["timings"]["stages"]
+    timings = RunDir(run_dir).read_json("manifest.json")["timings"]
+    stages = timings["stages"]
     assert any(s["resumed_at_step"] > 0 for s in stages), "at least one stage continued from a mid-stage checkpoint"
+    # every stage recorded once, and the wall time counts the four processes', not the last one's alone
+    assert [s["stage"] for s in stages] == [1, 2]
+    assert timings["total_seconds"] >= sum(s["seconds"] for s in stages) + sum(timings["rows"])
     assert _lines(log) == 2 * 40 and json.loads(results.read_text())["metrics"]
 
 
