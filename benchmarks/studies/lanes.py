@@ -155,11 +155,14 @@ def expected_seconds(runs: list) -> dict[str, float]:
         path = Path(cfg.run_dir())
         if (path / "manifest.json").exists():
             timings = json.loads((path / "manifest.json").read_text())["timings"]
+            # training and rows: a lower bound on the wall time (a run resumed before 2026-12-06 counted only
+            # its last process in total_seconds)
+            worked = sum(stage["seconds"] for stage in timings["stages"]) + sum(timings["rows"])
             if not finished(path):
-                spent[cfg.run_dir()] = sum(stage["seconds"] for stage in timings["stages"]) + sum(timings["rows"])
+                spent[cfg.run_dir()] = worked
                 continue
             for key in (setting_of(cfg), cfg.method.name):
-                times.setdefault(key, []).append(timings["total_seconds"])
+                times.setdefault(key, []).append(max(timings["total_seconds"], worked))
     means = {key: statistics.fmean(values) for key, values in times.items()}
     median = statistics.median(means.values()) if means else 0.0
     return {
