@@ -158,7 +158,7 @@ class StreamRun:
         latest = self._prepare_run_dir(overwrite=overwrite, resume=resume) if self.main else None
         distributed.barrier()
         self.record = self.out.read_json("manifest.json")
-        # wall time of the run's earlier processes (a stopped run resumed, a finished one extended), to its last row
+        # wall time of the run's earlier processes (a stopped run resumed, a finished one extended), as last saved
         self.earlier_seconds = self.record["timings"].get("total_seconds", 0.0)
         if resume and (self.out.path / "results.json").exists():
             self.matrix = self.out.read_json("results.json")["matrix"]
@@ -228,16 +228,17 @@ class StreamRun:
             self.log(f"row {row}: " + "  ".join(f"{t.name}={s:.3f}" for t, s in zip(self.tasks, scores)))
             self.loggers.scalars({f"score/{t.name}": s for t, s in zip(self.tasks, scores)}, self.ends[row])
         self.matrix.append(scores)
-        self._count_wall_time()
         if self.main:
             self.out.write_json("results.json", results_record(self.tasks, self.stages, self.matrix))
-            self.out.write_json("manifest.json", self.record)
+        self._save_manifest()
 
-    def _count_wall_time(self) -> None:
-        """``total_seconds``: this process's wall time so far plus the earlier processes' up to their last row
-        (what a stopped process spent after its last row is lost with its unsaved work)."""
+    def _save_manifest(self) -> None:
+        """The manifest, its ``total_seconds`` this process's wall time so far plus the earlier processes' as they
+        last saved it (what a stopped process spent after its last row or stage end is lost with its unsaved work)."""
         elapsed = time.perf_counter() - self.started
         self.record["timings"]["total_seconds"] = round(self.earlier_seconds + elapsed, 2)
+        if self.main:
+            self.out.write_json("manifest.json", self.record)
 
     def complete_rows(self) -> None:
         """Cells of earlier rows that lack the tasks an extension added, answered by the run's saved stages
@@ -314,9 +315,7 @@ class StreamRun:
                 RunDir(folder).write_artifact(name, data)
         tasks = [t.name for t in self.stages[stage - 1]]
         self.record["timings"]["stages"].append({"stage": stage, "tasks": tasks, **stats})
-        self._count_wall_time()
-        if self.main:  # kept should the row after it be stopped: a resumed run does not train the stage again
-            self.out.write_json("manifest.json", self.record)
+        self._save_manifest()  # kept should the row after it be stopped: a resumed run does not train it again
 
     def finish(self) -> RunResult:
         """Metrics with intervals, the method's summary and routing accuracy, written to results.json."""
@@ -334,9 +333,8 @@ class StreamRun:
             results["routing"] = routing | {"task_adapters": adapters}
         metrics = {f"metrics/{k}": v for k, v in results["metrics"].items() if v is not None}
         self.loggers.scalars(metrics, self.ends[-1])
-        self._count_wall_time()
         if self.main:
             self.out.write_json("results.json", results)
-            self.out.write_json("manifest.json", self.record)
+        self._save_manifest()
         distributed.barrier()  # every rank returns once the run's files are complete
         return RunResult(self.out.path, results["tasks"], self.matrix, results["metrics"])
