@@ -86,6 +86,9 @@ def test_killed_runs_resume_to_the_uninterrupted_matrix(tiny_config, tmp_path):
     ]
     process = _start(str(path))
     _kill_when(process, kill_points[0])
+    # the steps up to the mid-stage checkpoint are kept, so the manifest counted their time when it was saved
+    newest = max((run_dir / "checkpoints").glob("ckpt-*"), key=lambda p: p.name)
+    assert (run_dir / "manifest.json").stat().st_mtime_ns >= newest.stat().st_mtime_ns
     for point in kill_points[1:]:
         process = _start("--resume", str(run_dir))
         _kill_when(process, point)

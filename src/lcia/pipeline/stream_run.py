@@ -234,7 +234,7 @@ class StreamRun:
 
     def _save_manifest(self) -> None:
         """The manifest, its ``total_seconds`` this process's wall time so far plus the earlier processes' as they
-        last saved it (what a stopped process spent after its last row or stage end is lost with its unsaved work)."""
+        last saved it (what a stopped process spent after its last row or checkpoint is lost with its unsaved work)."""
         elapsed = time.perf_counter() - self.started
         self.record["timings"]["total_seconds"] = round(self.earlier_seconds + elapsed, 2)
         if self.main:
@@ -276,7 +276,7 @@ class StreamRun:
         check_examples(session.method, tasks, examples)
         features = [self.features.get(ex) or session.encode(ex) for ex in examples]
         resume = self.resume if self.latest is not None and self.latest["stage"] == stage else None
-        events = StageEvents(should_stop=self.should_stop, progress=self.progress, save=self._checkpoint)
+        events = StageEvents(should_stop=self.should_stop, progress=self.progress, save=self._checkpoint_in_stage)
         if self.main:
             events.on_step = lambda record: self._log_step(record, self.ends[stage - 1])
             events.emit = lambda name, record: self.out.append(f"{name}.jsonl", [record])
@@ -296,6 +296,11 @@ class StreamRun:
 
     def _checkpoint(self, progress: dict, optimizer=None, scheduler=None) -> None:
         self.checkpoints.save(progress, self.session.model, self.session.method, optimizer, scheduler)
+
+    def _checkpoint_in_stage(self, progress: dict, optimizer=None, scheduler=None) -> None:
+        """A mid-stage checkpoint, then the wall time so far: a resumed run keeps those steps, so it counts them."""
+        self._checkpoint(progress, optimizer, scheduler)
+        self._save_manifest()
 
     def _log_step(self, record: dict, offset: int) -> None:
         self.out.append("train_log.jsonl", [record])
